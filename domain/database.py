@@ -1,0 +1,86 @@
+"""Database engines: pick one from a URL, bind the tables to it, migrate, write safely."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# Piccolo's migration runner finds its engine through this module; set before Piccolo reads it.
+os.environ.setdefault("PICCOLO_CONF", "domain.piccolo_conf")
+
+from piccolo.apps.migrations.commands.forwards import run_forwards  # noqa: E402
+from piccolo.apps.migrations.tables import Migration  # noqa: E402
+from piccolo.engine.base import Engine  # noqa: E402
+from piccolo.engine.postgres import PostgresEngine  # noqa: E402
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType  # noqa: E402
+
+from domain import piccolo_conf  # noqa: E402
+from domain.tables import TABLES  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def engine_for(url: str) -> Engine:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://…``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        if not path or path == ":memory:":
+            raise DatabaseUrlError("sqlite URLs need a file path, e.g. sqlite:///data/chat.sqlite3")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Many runs write at once: wait for the write lock rather than fail at once.
+        return SQLiteEngine(path=path, timeout=30)
+    if scheme in ("postgres", "postgresql"):
+        return PostgresEngine(config={"dsn": url})
+    raise DatabaseUrlError(f"unsupported database URL scheme {scheme!r} (use sqlite:// or postgresql://)")
+
+
+def bind(engine: Engine) -> None:
+    """Point every table, and Piccolo's migration machinery, at ``engine``."""
+    piccolo_conf.DB = engine
+    for table in (*TABLES, Migration):
+        table._meta.db = engine
+
+
+async def open_database(url: str) -> Engine:
+    engine = engine_for(url)
+    bind(engine)
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(min_size=2, max_size=20)
+    elif isinstance(engine, SQLiteEngine):
+        # WAL lets readers go on while one run writes.
+        await engine.run_ddl("PRAGMA journal_mode=WAL")
+    await migrate()
+    return engine
+
+
+async def close_database(engine: Engine) -> None:
+    if isinstance(engine, PostgresEngine):
+        await engine.close_connection_pool()
+
+
+async def migrate() -> None:
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        result = await run_forwards(app_name="domain")
+    for line in output.getvalue().splitlines():
+        if line.strip():
+            log.debug("migrate: %s", line.strip())
+    if not result.success:
+        raise RuntimeError(f"database migration failed: {result.message}")
+
+
+def write_transaction(engine: Engine):
+    """A transaction for writes: IMMEDIATE on SQLite, where a DEFERRED read-then-write
+    fails with "database is locked" as soon as two writers meet."""
+    if isinstance(engine, SQLiteEngine):
+        return engine.transaction(transaction_type=TransactionType.immediate)
+    return engine.transaction()

@@ -1,0 +1,79 @@
+"""Piccolo tables. Every row is owned by a user; queries always filter on it."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    UUID,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Serial,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+
+class Conversation(Table):
+    id = UUID(primary_key=True)
+    user_id = Varchar(length=128, index=True)
+    title = Varchar(length=200, null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Message(Table):
+    """One turn: role is user, assistant, tool (call + result in ``tool``) or hidden.
+
+    Hidden messages are notes for the model (e.g. "the user stopped this reply");
+    they are never shown to a client.
+    """
+
+    id = UUID(primary_key=True)
+    conversation = ForeignKey(Conversation, null=False, on_delete=OnDelete.cascade, index=True)
+    run_id = Varchar(length=36, null=True, default=None)
+    role = Varchar(length=16)
+    content = Text(default="")
+    tool = JSON(null=True, default=None)
+    status = Varchar(length=16, default="completed")
+    feedback = Varchar(length=16, null=True, default=None)
+    # Explicit, strictly increasing within a conversation: the order the model saw things in.
+    created_at = Timestamptz()
+
+
+class Task(Table):
+    id = Serial(primary_key=True)
+    user_id = Varchar(length=128, index=True)
+    title = Varchar(length=500)
+    description = Text(null=True, default=None)
+    completed = Boolean(default=False)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Run(Table):
+    id = UUID(primary_key=True)
+    conversation = ForeignKey(Conversation, null=False, on_delete=OnDelete.cascade, index=True)
+    user_id = Varchar(length=128, index=True)
+    status = Varchar(length=16, default="running", index=True)
+    message_id = Varchar(length=36)
+    input_tokens = Integer(default=0)
+    output_tokens = Integer(default=0)
+    error_code = Varchar(length=64, null=True, default=None)
+    created_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
+
+
+class RunEvent(Table):
+    """The run log: one row per event, its payload the exact bytes sent to clients."""
+
+    id = Serial(primary_key=True)
+    run = ForeignKey(Run, null=False, on_delete=OnDelete.cascade, index=True)
+    seq = Integer()
+    payload = Text()
+
+
+TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent)

@@ -1,0 +1,94 @@
+"""Task queries. Every query is scoped to one user."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+import msgspec
+from piccolo.engine.base import Engine
+
+from domain.database import write_transaction
+from domain.tables import Task
+
+TaskFilter = Literal["all", "pending", "completed"]
+
+
+class TaskView(msgspec.Struct, frozen=True):
+    id: int
+    title: str
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+    description: str | None = None
+
+
+_COLUMNS = (Task.id, Task.title, Task.description, Task.completed, Task.created_at, Task.updated_at)
+
+
+def _view(row: dict) -> TaskView:
+    return msgspec.convert(row, TaskView)
+
+
+async def list_tasks(user_id: str, status: TaskFilter = "all") -> list[TaskView]:
+    query = Task.select(*_COLUMNS).where(Task.user_id == user_id).order_by(Task.id)
+    if status != "all":
+        query = query.where(Task.completed == (status == "completed"))
+    return [_view(row) for row in await query]
+
+
+async def get_task(user_id: str, task_id: int) -> TaskView | None:
+    row = await Task.select(*_COLUMNS).where(Task.user_id == user_id, Task.id == task_id).first()
+    return _view(row) if row else None
+
+
+async def find_task(user_id: str, task_id: int | None, title: str | None) -> TaskView | None:
+    """By id, else by title: exact (case-insensitive) first, then a unique partial match."""
+    if task_id is not None:
+        return await get_task(user_id, task_id)
+    if not title:
+        return None
+    wanted = title.strip().casefold()
+    tasks = await list_tasks(user_id)
+    exact = [t for t in tasks if t.title.casefold() == wanted]
+    if exact:
+        return exact[0]
+    partial = [t for t in tasks if wanted in t.title.casefold()]
+    return partial[0] if len(partial) == 1 else None
+
+
+async def add_task(db: Engine, user_id: str, title: str, description: str | None) -> TaskView:
+    now = datetime.now(timezone.utc)
+    async with write_transaction(db):
+        rows = await Task.insert(
+            Task(user_id=user_id, title=title, description=description, completed=False,
+                 created_at=now, updated_at=now)
+        ).returning(*_COLUMNS)
+    return _view(rows[0])
+
+
+async def update_task(
+    db: Engine,
+    user_id: str,
+    task_id: int,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    completed: bool | None = None,
+) -> TaskView | None:
+    changes: dict = {Task.updated_at: datetime.now(timezone.utc)}
+    if title is not None:
+        changes[Task.title] = title
+    if description is not None:
+        changes[Task.description] = description
+    if completed is not None:
+        changes[Task.completed] = completed
+    async with write_transaction(db):
+        rows = await Task.update(changes).where(Task.user_id == user_id, Task.id == task_id).returning(*_COLUMNS)
+    return _view(rows[0]) if rows else None
+
+
+async def delete_task(db: Engine, user_id: str, task_id: int) -> TaskView | None:
+    async with write_transaction(db):
+        rows = await Task.delete().where(Task.user_id == user_id, Task.id == task_id).returning(*_COLUMNS)
+    return _view(rows[0]) if rows else None

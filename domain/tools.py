@@ -1,0 +1,123 @@
+"""The Todo agent's function tools.
+
+The user always comes from the run context, never from model-written arguments, so a model
+cannot touch another user's tasks. Results are JSON text: a dict would reach the model as
+a Python repr.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from agents import RunContextWrapper, function_tool
+from piccolo.engine.base import Engine
+
+from domain import tasks
+from domain.tasks import TaskFilter
+
+
+class TodoContext(msgspec.Struct):
+    user_id: str
+    db: Engine
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _not_found(task_id: int | None, title: str | None) -> str:
+    what = f"id {task_id}" if task_id is not None else f"title {title!r}"
+    return _json({"error": f"No task matches {what}."})
+
+
+@function_tool
+async def add_task(ctx: RunContextWrapper[TodoContext], title: str, description: str | None = None) -> str:
+    """Add a task to the user's todo list.
+
+    Args:
+        title: Short title of the task.
+        description: Optional longer description.
+    """
+    title = title.strip()
+    if not title:
+        return _json({"error": "A task needs a title."})
+    task = await tasks.add_task(ctx.context.db, ctx.context.user_id, title, description)
+    return _json({"added": task})
+
+
+@function_tool
+async def list_tasks(ctx: RunContextWrapper[TodoContext], status: TaskFilter = "all") -> str:
+    """List the user's tasks, oldest first.
+
+    Args:
+        status: Which tasks to list: all, pending or completed.
+    """
+    found = await tasks.list_tasks(ctx.context.user_id, status)
+    return _json({"status": status, "tasks": found})
+
+
+@function_tool
+async def complete_task(
+    ctx: RunContextWrapper[TodoContext],
+    task_id: int | None = None,
+    title: str | None = None,
+    completed: bool = True,
+) -> str:
+    """Mark a task as completed (or, with completed=false, as not completed again).
+
+    Args:
+        task_id: The task's id, if known.
+        title: The task's title, used when the id is not known.
+        completed: True to complete the task, false to reopen it.
+    """
+    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    if found is None:
+        return _not_found(task_id, title)
+    task = await tasks.update_task(ctx.context.db, ctx.context.user_id, found.id, completed=completed)
+    return _json({"updated": task}) if task else _not_found(task_id, title)
+
+
+@function_tool
+async def update_task(
+    ctx: RunContextWrapper[TodoContext],
+    task_id: int | None = None,
+    title: str | None = None,
+    new_title: str | None = None,
+    description: str | None = None,
+) -> str:
+    """Rename a task or change its description.
+
+    Args:
+        task_id: The task's id, if known.
+        title: The task's current title, used when the id is not known.
+        new_title: The new title.
+        description: The new description.
+    """
+    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    if found is None:
+        return _not_found(task_id, title)
+    task = await tasks.update_task(
+        ctx.context.db, ctx.context.user_id, found.id, title=new_title, description=description
+    )
+    return _json({"updated": task}) if task else _not_found(task_id, title)
+
+
+@function_tool
+async def delete_task(
+    ctx: RunContextWrapper[TodoContext], task_id: int | None = None, title: str | None = None
+) -> str:
+    """Delete a task.
+
+    Args:
+        task_id: The task's id, if known.
+        title: The task's title, used when the id is not known.
+    """
+    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    if found is None:
+        return _not_found(task_id, title)
+    task = await tasks.delete_task(ctx.context.db, ctx.context.user_id, found.id)
+    return _json({"deleted": task}) if task else _not_found(task_id, title)
+
+
+TODO_TOOLS = [add_task, list_tasks, complete_task, update_task, delete_task]
