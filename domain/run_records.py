@@ -1,0 +1,200 @@
+"""Runs in the database: begin a run, save its events in batches, finish it, read it back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+from piccolo.engine.base import Engine
+
+from domain import events
+from domain.conversations import HIDDEN_STOPPED_NOTE, ToolRecord, parse_id
+from domain.database import write_transaction
+from domain.errors import NotFound, RunActive
+from domain.events import RunStatus
+from domain.tables import Conversation, Message, Run, RunEvent
+
+# A single PostgreSQL statement takes at most 32,767 parameters.
+_EVENT_CHUNK = 500
+_TITLE_CHARS = 60
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    id: str
+    conversation_id: str
+    user_id: str
+    status: RunStatus
+    message_id: str
+
+
+class NewRun(msgspec.Struct, frozen=True):
+    run_id: str
+    conversation_id: str
+    message_id: str
+    created_conversation: bool
+    title: str | None
+
+
+class FinishedRun(msgspec.Struct, frozen=True):
+    run_id: str
+    conversation_id: str
+    message_id: str
+    status: RunStatus
+    text: str
+    tools: list[tuple[datetime, ToolRecord]]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_code: str | None = None
+
+
+def title_for(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= _TITLE_CHARS else text[: _TITLE_CHARS - 1].rstrip() + "…"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def begin_run(db: Engine, user_id: str, message: str, conversation_id: str | None) -> NewRun:
+    """Write the user's message and a running run, in one transaction; nothing on refusal."""
+    started = now()
+    run_id, message_id = uuid.uuid4(), uuid.uuid4()
+    async with write_transaction(db):
+        if conversation_id is None:
+            key, title = uuid.uuid4(), title_for(message)
+            await Conversation.insert(
+                Conversation(id=key, user_id=user_id, title=title, created_at=started, updated_at=started)
+            )
+        else:
+            key = parse_id(conversation_id)
+            row = key and await (
+                Conversation.select(Conversation.title)
+                .where(Conversation.id == key, Conversation.user_id == user_id)
+                .first()
+            )
+            if not row:
+                raise NotFound("No such conversation.")
+            title = row["title"]
+            if await Run.exists().where(Run.conversation == key, Run.status == "running"):
+                raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
+            await Conversation.update({Conversation.updated_at: started}).where(Conversation.id == key)
+        await Message.insert(
+            Message(id=uuid.uuid4(), conversation=key, run_id=str(run_id), role="user", content=message,
+                    status="completed", created_at=started)
+        )
+        await Run.insert(
+            Run(id=run_id, conversation=key, user_id=user_id, status="running", message_id=str(message_id),
+                created_at=started)
+        )
+    return NewRun(
+        run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
+        created_conversation=conversation_id is None, title=title,
+    )
+
+
+def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[RunEvent]:
+    key = uuid.UUID(run_id)
+    return [RunEvent(run=key, seq=first_seq + n, payload=p.decode()) for n, p in enumerate(payloads)]
+
+
+async def _insert_events(rows: list[RunEvent]) -> None:
+    for start in range(0, len(rows), _EVENT_CHUNK):
+        await RunEvent.insert(*rows[start : start + _EVENT_CHUNK])
+
+
+async def save_events(db: Engine, batches: Sequence[tuple[str, int, Sequence[bytes]]]) -> None:
+    """Append events of several runs in one transaction: (run_id, seq of the first, payloads)."""
+    rows = [row for run_id, first, payloads in batches for row in _event_rows(run_id, first, payloads)]
+    if rows:
+        async with write_transaction(db):
+            await _insert_events(rows)
+
+
+async def finish_run(db: Engine, run: FinishedRun, unsaved: tuple[int, Sequence[bytes]]) -> None:
+    """Store the outcome: tool turns, the assistant's (maybe partial) text, a hidden note
+    after a Stop, the run's status and usage, and the events not saved yet, atomically."""
+    finished = now()
+    key = uuid.UUID(run.conversation_id)
+    messages = [
+        Message(id=uuid.uuid4(), conversation=key, run_id=run.run_id, role="tool", content="",
+                tool=msgspec.json.encode(tool).decode(), status="completed", created_at=at)
+        for at, tool in run.tools
+    ]
+    if run.text or run.status == "completed":
+        messages.append(Message(id=uuid.UUID(run.message_id), conversation=key, run_id=run.run_id,
+                                role="assistant", content=run.text, status=run.status, created_at=finished))
+    if run.status == "cancelled":
+        messages.append(Message(id=uuid.uuid4(), conversation=key, run_id=run.run_id, role="hidden",
+                                content=HIDDEN_STOPPED_NOTE, status="completed",
+                                created_at=finished + timedelta(microseconds=1)))
+    async with write_transaction(db):
+        if messages:
+            await Message.insert(*messages)
+        await _insert_events(_event_rows(run.run_id, *unsaved))
+        await Run.update({
+            Run.status: run.status, Run.input_tokens: run.input_tokens, Run.output_tokens: run.output_tokens,
+            Run.error_code: run.error_code, Run.finished_at: finished,
+        }).where(Run.id == uuid.UUID(run.run_id))
+        await Conversation.update({Conversation.updated_at: finished}).where(Conversation.id == key)
+
+
+async def get_run(user_id: str, run_id: str) -> RunRecord | None:
+    key = parse_id(run_id)
+    if key is None:
+        return None
+    row = await (
+        Run.select(Run.id, Run.conversation, Run.user_id, Run.status, Run.message_id)
+        .where(Run.id == key, Run.user_id == user_id)
+        .first()
+    )
+    if not row:
+        return None
+    return RunRecord(id=str(row["id"]), conversation_id=str(row["conversation"]), user_id=row["user_id"],
+                     status=row["status"], message_id=row["message_id"])
+
+
+async def event_payloads(run_id: str, after: int = 0) -> list[bytes]:
+    rows = await (
+        RunEvent.select(RunEvent.payload)
+        .where(RunEvent.run == uuid.UUID(run_id), RunEvent.seq > after)
+        .order_by(RunEvent.seq)
+    )
+    return [row["payload"].encode() for row in rows]
+
+
+async def mark_interrupted(db: Engine, run_ids: Sequence[str] | None = None) -> list[str]:
+    """Close runs a crash left ``running``: save their partial text from the stored events
+    and append the ``done`` event a resuming client waits for. ``None``: every such run."""
+    query = Run.select(Run.id, Run.conversation, Run.message_id).where(Run.status == "running")
+    if run_ids is not None:
+        query = query.where(Run.id.is_in([uuid.UUID(r) for r in run_ids]))
+    closed: list[str] = []
+    for row in await query:
+        run_id = str(row["id"])
+        payloads = await event_payloads(run_id)
+        text: list[str] = []
+        tools: dict[str, ToolRecord] = {}
+        at: dict[str, datetime] = {}
+        for payload in payloads:
+            event = events.decode(payload)
+            if isinstance(event, events.Text):
+                text.append(event.content)
+            elif isinstance(event, events.ToolCall):
+                tools[event.call_id] = ToolRecord(event.call_id, event.name, event.arguments,
+                                                  {"error": "interrupted before it finished"})
+                at[event.call_id] = now()
+            elif isinstance(event, events.ToolResult) and event.call_id in tools:
+                tools[event.call_id] = msgspec.structs.replace(tools[event.call_id], result=event.result)
+        done = events.Done(run_id=run_id, seq=len(payloads) + 1, status="interrupted")
+        await finish_run(
+            db,
+            FinishedRun(run_id=run_id, conversation_id=str(row["conversation"]), message_id=row["message_id"],
+                        status="interrupted", text="".join(text),
+                        tools=[(at[c], t) for c, t in tools.items()]),
+            (len(payloads) + 1, [events.encode(done)]),
+        )
+        closed.append(run_id)
+    return closed

@@ -1,0 +1,305 @@
+"""The run manager: start a run, follow its events, cancel it, finish and persist it.
+
+A run lives apart from the connection that started it. Its events go to an in-memory log
+while it runs and to the ``run_event`` table in batches, so readers can follow it live,
+and resume it after a reconnect or a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from agents import Agent, RunConfig, Runner
+from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
+from openai.types.responses import ResponseTextDeltaEvent
+from piccolo.engine.base import Engine
+
+from domain import conversations, events, run_records
+from domain.conversations import ToolRecord
+from domain.errors import NotFound, RunActive, RunFinished
+from domain.events import DoneStatus, Usage
+from domain.failures import classify
+from domain.run_log import RunLog
+from domain.run_records import FinishedRun, NewRun
+from domain.tools import TodoContext
+
+log = logging.getLogger(__name__)
+
+
+class RunSettings(msgspec.Struct, frozen=True):
+    max_turns: int = 10
+    flush_interval_s: float = 0.25
+    shutdown_grace_s: float = 5.0
+
+
+class ToolCallView(msgspec.Struct, frozen=True):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    result: Any = None
+
+
+class RunReply(msgspec.Struct, frozen=True):
+    """A finished run, for clients that do not stream."""
+
+    conversation_id: str
+    run_id: str
+    status: DoneStatus
+    response: str
+    tool_calls: list[ToolCallView]
+    error: events.Error | None = None
+
+
+class ActiveRun:
+    """One run executing in this process."""
+
+    def __init__(self, new: NewRun, user_id: str, agent_name: str):
+        self.id = new.run_id
+        self.user_id = user_id
+        self.conversation_id = new.conversation_id
+        self.message_id = new.message_id
+        self.new = new
+        self.log = RunLog()
+        self.saved = 0  # events already in run_event
+        self.stop_reason: DoneStatus | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()  # done emitted
+        self.persisted = asyncio.Event()  # outcome in the database
+        self.text: list[str] = []
+        self.tools: dict[str, tuple[datetime, ToolRecord]] = {}
+        self.status: DoneStatus | None = None
+        self.error: events.Error | None = None
+        self.emit(events.Start, conversation_id=self.conversation_id, message_id=self.message_id, agent=agent_name)
+
+    def emit(self, kind: type[events.Event], **fields: Any) -> events.Event:
+        event = kind(run_id=self.id, seq=len(self.log) + 1, **fields)
+        self.log.append(events.encode(event), last=kind is events.Done)
+        return event
+
+    def on_sdk_event(self, sdk_event: StreamEvent) -> None:
+        """Translate one agents SDK event to chat events."""
+        if isinstance(sdk_event, RawResponsesStreamEvent):
+            if isinstance(sdk_event.data, ResponseTextDeltaEvent) and sdk_event.data.delta:
+                self.text.append(sdk_event.data.delta)
+                self.emit(events.Text, content=sdk_event.data.delta)
+        elif isinstance(sdk_event, RunItemStreamEvent):
+            if sdk_event.name == "tool_called":
+                raw = sdk_event.item.raw_item
+                call_id, name = getattr(raw, "call_id", ""), getattr(raw, "name", "")
+                arguments = _json_object(getattr(raw, "arguments", "") or "{}")
+                self.tools[call_id] = (run_records.now(), ToolRecord(call_id, name, arguments))
+                self.emit(events.ToolCall, call_id=call_id, name=name, arguments=arguments)
+            elif sdk_event.name == "tool_output":
+                raw = sdk_event.item.raw_item
+                call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+                at, call = self.tools.get(call_id, (run_records.now(), ToolRecord(call_id, "", {})))
+                result = _json_value(sdk_event.item.output)
+                self.tools[call_id] = (at, msgspec.structs.replace(call, result=result))
+                self.emit(events.ToolResult, call_id=call_id, name=call.name, result=result)
+
+    def outcome(self, usage: Usage) -> FinishedRun:
+        tools = [
+            (at, tool if tool.result is not None else msgspec.structs.replace(
+                tool, result={"error": f"stopped before it finished ({self.status})"}))
+            for at, tool in self.tools.values()
+        ]
+        return FinishedRun(
+            run_id=self.id, conversation_id=self.conversation_id, message_id=self.message_id,
+            status=self.status or "failed", text="".join(self.text), tools=tools,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            error_code=self.error.code if self.error else None,
+        )
+
+    def reply(self) -> RunReply:
+        return RunReply(
+            conversation_id=self.conversation_id, run_id=self.id, status=self.status or "failed",
+            response="".join(self.text),
+            tool_calls=[ToolCallView(t.call_id, t.name, t.arguments, t.result) for _, t in self.tools.values()],
+            error=self.error,
+        )
+
+
+class RunManager:
+    def __init__(self, db: Engine, agent: Agent[TodoContext], settings: RunSettings = RunSettings()):
+        self.db = db
+        self.agent = agent
+        self.settings = settings
+        self._active: dict[str, ActiveRun] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._save_lock = asyncio.Lock()
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        closed = await run_records.mark_interrupted(self.db)
+        if closed:
+            log.warning("marked %d run(s) left running by a previous process as interrupted", len(closed))
+        self._flusher = asyncio.create_task(self._flush_forever(), name="run-event-flusher")
+
+    async def close(self) -> None:
+        """End every active run as ``interrupted`` (text saved), then stop."""
+        self._closing = True
+        runs = list(self._active.values())
+        for run in runs:
+            self._stop(run, "interrupted")
+        if runs:
+            waits = [asyncio.ensure_future(r.persisted.wait()) for r in runs]
+            await asyncio.wait(waits, timeout=self.settings.shutdown_grace_s)
+        if self._flusher:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+    # -- commands --------------------------------------------------------------------
+
+    async def start(self, user_id: str, message: str, conversation_id: str | None = None) -> ActiveRun:
+        if self._closing:
+            raise NotFound("The server is shutting down.")
+        if conversation_id is not None:
+            busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
+            if busy is not None and busy.user_id == user_id:
+                raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
+        new = await run_records.begin_run(self.db, user_id, message, conversation_id)
+        history = conversations.history_items(
+            await conversations.list_messages(new.conversation_id, include_hidden=True)
+        )
+        run = ActiveRun(new, user_id, self.agent.name)
+        self._active[run.id] = run
+        run.task = asyncio.create_task(self._execute(run, history), name=f"run-{run.id}")
+        return run
+
+    async def cancel(self, user_id: str, run_id: str) -> None:
+        run = self._active.get(run_id)
+        if run is not None and run.user_id == user_id:
+            if run.finished.is_set():
+                raise RunFinished("This run has already finished.")
+            self._stop(run, "cancelled")
+            return
+        record = await run_records.get_run(user_id, run_id)
+        if record is None:
+            raise NotFound("No such run.")
+        raise RunFinished("This run has already finished.")
+
+    async def follow(self, user_id: str, run_id: str) -> RunFollower:
+        """A reader of a run's events, live or finished; ``NotFound`` for another user's run."""
+        run = self._active.get(run_id)
+        if run is not None and run.user_id == user_id:
+            return RunFollower(run.log, run_id)
+        if await run_records.get_run(user_id, run_id) is None:
+            raise NotFound("No such run.")
+        return RunFollower(None, run_id)
+
+    def active_run(self, user_id: str, run_id: str) -> ActiveRun | None:
+        run = self._active.get(run_id)
+        return run if run is not None and run.user_id == user_id else None
+
+    # -- execution -------------------------------------------------------------------
+
+    def _stop(self, run: ActiveRun, reason: DoneStatus) -> None:
+        if run.stop_reason is None and not run.finished.is_set() and run.task is not None:
+            run.stop_reason = reason
+            run.task.cancel()
+
+    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]]) -> None:
+        context = TodoContext(user_id=run.user_id, db=self.db)
+        usage = Usage()
+        result = None
+        try:
+            result = Runner.run_streamed(
+                self.agent, history, context=context, max_turns=self.settings.max_turns,
+                run_config=RunConfig(tracing_disabled=True),
+            )
+            async for sdk_event in result.stream_events():
+                run.on_sdk_event(sdk_event)
+            run.status = "completed"
+        except asyncio.CancelledError:
+            # Stop, not crash: the run still ends with its done event and its text saved.
+            run.status = run.stop_reason or "cancelled"
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
+            code, message = classify(exc)
+            log.warning("run %s failed: %s", run.id, code, exc_info=exc)
+            run.status = "failed"
+            run.error = run.emit(events.Error, code=code, message=message)
+        finally:
+            # Leaving the stream does not stop the SDK: without this it goes on calling tools.
+            if result is not None:
+                result.cancel()
+                u = result.context_wrapper.usage
+                usage = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+        run.emit(events.Done, status=run.status, usage=usage if usage.input_tokens or usage.output_tokens else None)
+        run.finished.set()
+        # A second cancel (shutdown) must not lose the outcome: saving goes on regardless.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(asyncio.ensure_future(self._persist(run, usage)))
+
+    async def _persist(self, run: ActiveRun, usage: Usage) -> None:
+        try:
+            async with self._save_lock:
+                await run_records.finish_run(self.db, run.outcome(usage), (run.saved + 1, run.log.since(run.saved)))
+                run.saved = len(run.log)
+        except Exception:
+            log.exception("could not save run %s", run.id)
+        finally:
+            self._active.pop(run.id, None)
+            run.persisted.set()
+
+    async def _flush_forever(self) -> None:
+        """Save pending events of every active run in one batch, off the streaming path."""
+        while True:
+            await asyncio.sleep(self.settings.flush_interval_s)
+            async with self._save_lock:
+                batches = []
+                for run in list(self._active.values()):
+                    if run.finished.is_set() or len(run.log) == run.saved:
+                        continue
+                    pending = run.log.since(run.saved)
+                    batches.append((run.id, run.saved + 1, pending))
+                    run.saved += len(pending)
+                if not batches:
+                    continue
+                try:
+                    await run_records.save_events(self.db, batches)
+                except Exception:
+                    log.exception("could not save run events; they stay in memory until the run ends")
+                    for run_id, first, _ in batches:
+                        if run := self._active.get(run_id):
+                            run.saved = min(run.saved, first - 1)
+
+
+class RunFollower:
+    """Reads one run from a sequence number on: from memory while it runs, else from the database."""
+
+    def __init__(self, log: RunLog | None, run_id: str):
+        self._log = log
+        self.run_id = run_id
+
+    async def batches(self, after: int = 0, idle_s: float | None = None) -> AsyncIterator[list[bytes]]:
+        if self._log is not None:
+            async for batch in self._log.read(after, idle_s):
+                yield batch
+            return
+        stored = await run_records.event_payloads(self.run_id, after)
+        if stored:
+            yield stored
+
+
+def _json_value(output: Any) -> Any:
+    if isinstance(output, str):
+        try:
+            return json.loads(output)
+        except ValueError:
+            return output
+    return msgspec.to_builtins(output, str_keys=True, enc_hook=str)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = _json_value(text)
+    return value if isinstance(value, dict) else {"value": value}
