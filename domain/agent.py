@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents import Agent, Model
+from agents import Agent, Model, ModelSettings
 
 from domain.tools import TODO_TOOLS, TodoContext
 
@@ -16,5 +16,8 @@ Keep answers short and confirm what you changed.
 """
 
 
-def todo_agent(model: Model) -> Agent[TodoContext]:
-    return Agent[TodoContext](name=AGENT_NAME, instructions=INSTRUCTIONS, model=model, tools=TODO_TOOLS)
+def todo_agent(model: Model, settings: ModelSettings | None = None) -> Agent[TodoContext]:
+    return Agent[TodoContext](
+        name=AGENT_NAME, instructions=INSTRUCTIONS, model=model, tools=TODO_TOOLS,
+        model_settings=settings or ModelSettings(),
+    )

@@ -37,6 +37,7 @@ class RunSettings(msgspec.Struct, frozen=True):
     max_turns: int = 10
     flush_interval_s: float = 0.25
     shutdown_grace_s: float = 5.0
+    tracing: bool = False
 
 
 class ToolCallView(msgspec.Struct, frozen=True):
@@ -149,7 +150,7 @@ class RunManager:
         self._closing = True
         runs = list(self._active.values())
         for run in runs:
-            self._stop(run, "interrupted")
+            self.stop(run, "interrupted")
         if runs:
             waits = [asyncio.ensure_future(r.persisted.wait()) for r in runs]
             await asyncio.wait(waits, timeout=self.settings.shutdown_grace_s)
@@ -181,7 +182,7 @@ class RunManager:
         if run is not None and run.user_id == user_id:
             if run.finished.is_set():
                 raise RunFinished("This run has already finished.")
-            self._stop(run, "cancelled")
+            self.stop(run, "cancelled")
             return
         record = await run_records.get_run(user_id, run_id)
         if record is None:
@@ -203,7 +204,8 @@ class RunManager:
 
     # -- execution -------------------------------------------------------------------
 
-    def _stop(self, run: ActiveRun, reason: DoneStatus) -> None:
+    def stop(self, run: ActiveRun, reason: DoneStatus) -> None:
+        """Stop the model and any running tool now; the run still ends with ``done``."""
         if run.stop_reason is None and not run.finished.is_set() and run.task is not None:
             run.stop_reason = reason
             run.task.cancel()
@@ -215,7 +217,7 @@ class RunManager:
         try:
             result = Runner.run_streamed(
                 self.agent, history, context=context, max_turns=self.settings.max_turns,
-                run_config=RunConfig(tracing_disabled=True),
+                run_config=RunConfig(tracing_disabled=not self.settings.tracing),
             )
             async for sdk_event in result.stream_events():
                 run.on_sdk_event(sdk_event)

@@ -1,0 +1,1 @@
+"""The Litestar application: settings, auth, the app factory, the CLI."""

@@ -1,0 +1,74 @@
+"""``chat-server``: serve, migrate, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from app.settings import SettingsError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
+    load_settings()  # fail here, naming the variable, before uvicorn starts
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+        # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
+        timeout_graceful_shutdown=10, log_level="info",
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from domain.database import close_database, open_database
+
+    async def run() -> None:
+        await close_database(await open_database(load_settings().database))
+
+    asyncio.run(run())
+    print("database is up to date")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from app.auth import Authenticator, load_secret
+
+    print(Authenticator(load_secret(load_settings())).issue(args.user, args.ttl))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="chat-server", description="A streaming Todo chat server.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(handler=_migrate)
+
+    token = commands.add_parser("token", help="print a JWT for USER signed with the server's secret")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="lifetime in seconds (default: 7 days)")
+    token.set_defaults(handler=_token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SettingsError as exc:
+        print(f"chat-server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

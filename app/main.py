@@ -1,0 +1,88 @@
+"""The Litestar app factory and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from app.auth import Authenticator, load_secret, provide_user
+from app.errors import chat_error_response
+from app.settings import Settings, load_settings
+from domain.agent import todo_agent
+from domain.database import close_database, open_database
+from domain.errors import ChatError
+from domain.models import ModelConfig, build_model
+from domain.runs import RunManager, RunSettings
+from transports.rest import ChatController, ConversationController, TaskController, health
+from transports.sse import SSEController
+
+log = logging.getLogger("chat_server")
+
+
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> object:
+        return state[name]
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = await open_database(settings.database)
+        model, model_settings, provider = build_model(
+            ModelConfig(
+                api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
+                api=settings.openai_api, timeout_s=settings.model_timeout_s,
+                offline_token_delay_ms=settings.offline_token_delay_ms,
+            )
+        )
+        runs = RunManager(
+            db, todo_agent(model, model_settings),
+            RunSettings(max_turns=settings.max_turns, tracing=settings.openai_agents_tracing),
+        )
+        await runs.open()
+        authenticator = Authenticator(load_secret(settings))
+        app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
+        log.info("model: %s (%s, %s api); database: %s", provider.name, provider.model_name, provider.api,
+                 db.engine_type)
+        if settings.dev_mode:
+            link = f"{settings.public_url}/#token={authenticator.issue('demo')}"
+            log.warning(
+                "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
+                "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
+            )
+        try:
+            yield
+        finally:
+            await runs.close()
+            await close_database(db)
+
+    api = Router(
+        path="/api/{user_id:str}",
+        route_handlers=[SSEController, ChatController, ConversationController, TaskController],
+        dependencies={"user": Provide(provide_user)},
+    )
+    return Litestar(
+        route_handlers=[api, health],
+        lifespan=[lifespan],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
+            "runs": _from_state("runs"),
+            "db": _from_state("db"),
+            "authenticator": _from_state("authenticator"),
+            "provider": _from_state("provider"),
+        },
+        exception_handlers={ChatError: chat_error_response},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Todo chat server", version="0.1.0"),
+    )

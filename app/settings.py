@@ -1,0 +1,73 @@
+"""Settings from the environment (and a ``.env`` file), validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from dotenv import dotenv_values
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every field is read from the environment variable of the same name in upper case."""
+
+    data_dir: str = "data"
+    database_url: str = ""  # default: sqlite:///<DATA_DIR>/chat.sqlite3
+    jwt_secret: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    chat_model: str | None = None
+    openai_api: Literal["responses", "chat_completions"] | None = None
+    openai_agents_tracing: bool = False
+    model_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    offline_token_delay_ms: NonNegative = 20.0
+    redis_url: str | None = None
+    max_message_bytes: Positive = 16 * 1024
+    max_body_bytes: Positive = 256 * 1024
+    max_ws_frame_bytes: Positive = 64 * 1024
+    max_turns: Positive = 10
+    sse_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'chat.sqlite3'}"
+
+    @property
+    def dev_mode(self) -> bool:
+        return not self.jwt_secret
+
+
+class SettingsError(ValueError):
+    pass
+
+
+_FIELD = re.compile(r"`\$\.(\w+)`")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env") -> Settings:
+    """The environment wins over ``.env``; an invalid value names its variable."""
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    names = {name.upper(): name for name in Settings.__struct_fields__}
+    raw = {names[key]: value for key, value in values.items() if key in names and value != ""}
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        match = _FIELD.search(str(exc))
+        variable = match[1].upper() if match else "?"
+        reason = str(exc).split(" - at ")[0]
+        raise SettingsError(f"invalid value for {variable}: {reason}") from None
+
+
+ENV_VARS: tuple[str, ...] = tuple(name.upper() for name in Settings.__struct_fields__)

@@ -1,0 +1,53 @@
+"""Model providers: the built-in offline model, OpenAI, or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from agents import Model, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
+from openai import AsyncOpenAI
+
+from domain.offline_model import MODEL_NAME as OFFLINE_MODEL_NAME
+from domain.offline_model import OfflineModel
+
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+
+
+class ModelConfig(msgspec.Struct, frozen=True, kw_only=True):
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api: Literal["responses", "chat_completions"] | None = None
+    timeout_s: float = 60.0
+    offline_token_delay_ms: float = 20.0
+
+
+class ModelProvider(msgspec.Struct, frozen=True, kw_only=True):
+    """Which model answers, described without secrets (for logs and /health)."""
+
+    name: Literal["offline", "openai", "openai-compatible"]
+    model_name: str
+    api: str
+    base_url: str | None = None
+
+
+def build_model(config: ModelConfig) -> tuple[Model, ModelSettings, ModelProvider]:
+    """No key and no base URL: the offline model. Otherwise OpenAI or a compatible server;
+    compatible servers speak Chat Completions unless told otherwise."""
+    if not config.api_key and not config.base_url:
+        provider = ModelProvider(name="offline", model_name=OFFLINE_MODEL_NAME, api="offline")
+        return OfflineModel(config.offline_token_delay_ms / 1000), ModelSettings(), provider
+    name = "openai-compatible" if config.base_url else "openai"
+    api = config.api or ("chat_completions" if config.base_url else "responses")
+    model_name = config.model or DEFAULT_OPENAI_MODEL
+    # Retries would hide a failing provider behind long waits; the client sees an error
+    # event at once and can retry itself.
+    client = AsyncOpenAI(
+        api_key=config.api_key or "not-needed", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+    )
+    provider = ModelProvider(name=name, model_name=model_name, api=api, base_url=config.base_url)
+    if api == "chat_completions":
+        model: Model = OpenAIChatCompletionsModel(model=model_name, openai_client=client)
+        return model, ModelSettings(include_usage=True), provider
+    return OpenAIResponsesModel(model=model_name, openai_client=client), ModelSettings(), provider

@@ -1,0 +1,125 @@
+"""JSON routes: the non-streaming chat, conversations, tasks, run cancel, health."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
+from piccolo.engine.base import Engine
+
+from app.settings import Settings
+from domain import conversations, tasks
+from domain.conversations import ConversationView, MessageView
+from domain.models import ModelProvider
+from domain.runs import RunManager, RunReply
+from domain.tasks import TaskFilter, TaskView
+from transports.requests import ChatRequest, checked_message
+
+
+class ConversationDetail(msgspec.Struct, frozen=True):
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    messages: list[MessageView]
+
+
+class CancelAccepted(msgspec.Struct, frozen=True):
+    run_id: str
+    status: str = "cancelling"
+
+
+class ChatController(Controller):
+    tags = ["chat"]
+
+    @post("/chat", status_code=200, summary="Send a message and get the whole reply (no streaming)")
+    async def chat(
+        self,
+        user: NamedDependency[str],
+        runs: NamedDependency[RunManager],
+        settings: NamedDependency[Settings],
+        data: JSONBody[ChatRequest],
+    ) -> RunReply:
+        run = await runs.start(user, checked_message(data.message, settings.max_message_bytes), data.conversation_id)
+        await run.finished.wait()
+        return run.reply()
+
+    @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply")
+    async def cancel_run(
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], run_id: FromPath[str]
+    ) -> CancelAccepted:
+        await runs.cancel(user, run_id)
+        return CancelAccepted(run_id=run_id)
+
+
+class ConversationController(Controller):
+    path = "/conversations"
+    tags = ["conversations"]
+
+    @get("/", summary="List conversations, most recent first")
+    async def list_conversations(
+        self, user: NamedDependency[str], limit: FromQuery[int] = 50
+    ) -> list[ConversationView]:
+        return await conversations.list_conversations(user, max(1, min(limit, 200)))
+
+    @get("/{conversation_id:str}", summary="A conversation with its messages")
+    async def get_conversation(
+        self, user: NamedDependency[str], conversation_id: FromPath[str]
+    ) -> ConversationDetail:
+        found = await conversations.get_conversation(user, conversation_id)
+        if found is None:
+            raise NotFoundException("No such conversation.")
+        messages = await conversations.list_messages(found.id)
+        return ConversationDetail(
+            id=found.id, title=found.title, created_at=found.created_at, updated_at=found.updated_at,
+            messages=messages,
+        )
+
+    @delete("/{conversation_id:str}", summary="Delete a conversation, its messages and runs")
+    async def delete_conversation(
+        self, user: NamedDependency[str], db: NamedDependency[Engine], conversation_id: FromPath[str]
+    ) -> None:
+        if not await conversations.delete_conversation(db, user, conversation_id):
+            raise NotFoundException("No such conversation.")
+
+
+class TaskController(Controller):
+    path = "/tasks"
+    tags = ["tasks"]
+
+    @get("/", summary="The user's tasks")
+    async def list_tasks(self, user: NamedDependency[str], status: FromQuery[TaskFilter] = "all") -> list[TaskView]:
+        return await tasks.list_tasks(user, status)
+
+    @get("/{task_id:int}", summary="One task")
+    async def get_task(self, user: NamedDependency[str], task_id: FromPath[int]) -> TaskView:
+        found = await tasks.get_task(user, task_id)
+        if found is None:
+            raise NotFoundException("No such task.")
+        return found
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+    database: str
+    database_engine: str
+    model_provider: str
+    model: str
+    api: str
+
+
+@get("/health", summary="Liveness, database and model configuration (no secrets)", tags=["health"])
+async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelProvider]) -> Health:
+    try:
+        await db.run_ddl("SELECT 1")
+        database = "ok"
+    except Exception:  # noqa: BLE001 - health reports, it does not fail
+        database = "unreachable"
+    return Health(
+        status="ok" if database == "ok" else "degraded", database=database, database_engine=db.engine_type,
+        model_provider=provider.name, model=provider.model_name, api=provider.api,
+    )

@@ -1,0 +1,103 @@
+"""Plain Server-Sent Events: ``POST /chat/stream`` and the resume route.
+
+Frames are exactly ``data: <json>\\n\\n`` (naive clients split on blank lines), built from the
+bytes the domain encoded once; Litestar's own SSE writer adds CRLFs and fields we do not want.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.response import Stream
+
+from app.settings import Settings
+from domain.runs import ActiveRun, RunFollower, RunManager
+from transports.requests import ChatRequest, checked_message
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PING = b": ping\n\n"
+
+
+def data_frames(batch: list[bytes]) -> bytes:
+    return b"".join(b"data: " + event + b"\n\n" for event in batch)
+
+
+def id_data_frames(batch: list[bytes], first_seq: int) -> bytes:
+    return b"".join(
+        b"id: %d\ndata: " % (first_seq + n) + event + b"\n\n" for n, event in enumerate(batch)
+    )
+
+
+async def run_frames(runs: RunManager, run: ActiveRun, *, stop_on_disconnect: bool, ping_s: float) -> AsyncIterator[bytes]:
+    ended = False
+    try:
+        async for batch in run.log.read(0, ping_s):
+            yield data_frames(batch) if batch else PING
+            # Always give the loop a turn: a replay that never awaits spins after a disconnect.
+            await asyncio.sleep(0)
+        ended = True
+    finally:
+        if not ended and stop_on_disconnect:
+            runs.stop(run, "cancelled")
+
+
+async def resume_frames(follower: RunFollower, after: int, ping_s: float) -> AsyncIterator[bytes]:
+    seq = after + 1
+    async for batch in follower.batches(after, ping_s):
+        if batch:
+            yield id_data_frames(batch, seq)
+            seq += len(batch)
+        else:
+            yield PING
+        await asyncio.sleep(0)
+
+
+class SSEController(Controller):
+    tags = ["chat"]
+
+    @post(
+        "/chat/stream",
+        status_code=200,
+        summary="Send a message and stream the reply (SSE)",
+        media_type="text/event-stream",
+    )
+    async def chat_stream(
+        self,
+        user: NamedDependency[str],
+        runs: NamedDependency[RunManager],
+        settings: NamedDependency[Settings],
+        data: JSONBody[ChatRequest],
+    ) -> Stream:
+        message = checked_message(data.message, settings.max_message_bytes)
+        run = await runs.start(user, message, data.conversation_id)
+        frames = run_frames(
+            runs, run, stop_on_disconnect=data.on_disconnect == "cancel", ping_s=settings.sse_ping_interval_s
+        )
+        return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @get(
+        "/runs/{run_id:str}/events",
+        summary="Resume a run's event stream (SSE with id: lines)",
+        media_type="text/event-stream",
+    )
+    async def run_events(
+        self,
+        user: NamedDependency[str],
+        runs: NamedDependency[RunManager],
+        settings: NamedDependency[Settings],
+        run_id: FromPath[str],
+        last_event_id: Annotated[int | None, HeaderParameter(header="Last-Event-ID", required=False)] = None,
+        after: FromQuery[int | None] = None,
+    ) -> Stream:
+        follower = await runs.follow(user, run_id)
+        start = last_event_id if last_event_id is not None else (after or 0)
+        return Stream(
+            resume_frames(follower, start, settings.sse_ping_interval_s),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
