@@ -79,9 +79,12 @@ class ActiveRun:
         self.error: events.Error | None = None
         self.emit(events.Start, conversation_id=self.conversation_id, message_id=self.message_id, agent=agent_name)
 
+    def next_event(self, kind: type[events.Event], **fields: Any) -> events.Event:
+        return kind(run_id=self.id, seq=len(self.log) + 1, **fields)
+
     def emit(self, kind: type[events.Event], **fields: Any) -> events.Event:
-        event = kind(run_id=self.id, seq=len(self.log) + 1, **fields)
-        self.log.append(events.encode(event), last=kind is events.Done)
+        event = self.next_event(kind, **fields)
+        self.log.append(events.encode(event))
         return event
 
     def on_sdk_event(self, sdk_event: StreamEvent) -> None:
@@ -236,17 +239,24 @@ class RunManager:
                 result.cancel()
                 u = result.context_wrapper.usage
                 usage = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
-        run.emit(events.Done, status=run.status, usage=usage if usage.input_tokens or usage.output_tokens else None)
-        run.finished.set()
-        # A second cancel (shutdown) must not lose the outcome: saving goes on regardless.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(asyncio.ensure_future(self._persist(run, usage)))
+        done = events.encode(run.next_event(
+            events.Done, status=run.status, usage=usage if usage.input_tokens or usage.output_tokens else None
+        ))
+        # Saved before it is sent: a client that sees ``done`` and reloads finds the whole run.
+        # A second cancel (shutdown) must not lose the outcome, so saving goes on regardless.
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.ensure_future(self._persist(run, usage, done)))
+        finally:
+            run.log.append(done, last=True)
+            run.finished.set()
 
-    async def _persist(self, run: ActiveRun, usage: Usage) -> None:
+    async def _persist(self, run: ActiveRun, usage: Usage, done: bytes) -> None:
         try:
             async with self._save_lock:
-                await run_records.finish_run(self.db, run.outcome(usage), (run.saved + 1, run.log.since(run.saved)))
-                run.saved = len(run.log)
+                unsaved = [*run.log.since(run.saved), done]
+                await run_records.finish_run(self.db, run.outcome(usage), (run.saved + 1, unsaved))
+                run.saved += len(unsaved)
         except Exception:
             log.exception("could not save run %s", run.id)
         finally:
@@ -260,7 +270,7 @@ class RunManager:
             async with self._save_lock:
                 batches = []
                 for run in list(self._active.values()):
-                    if run.finished.is_set() or len(run.log) == run.saved:
+                    if len(run.log) == run.saved:
                         continue
                     pending = run.log.since(run.saved)
                     batches.append((run.id, run.saved + 1, pending))

@@ -91,7 +91,7 @@ class SSEController(Controller):
         runs: NamedDependency[RunManager],
         settings: NamedDependency[Settings],
         run_id: FromPath[str],
-        last_event_id: Annotated[int | None, HeaderParameter(header="Last-Event-ID", required=False)] = None,
+        last_event_id: Annotated[int | None, HeaderParameter(name="Last-Event-ID", required=False)] = None,
         after: FromQuery[int | None] = None,
     ) -> Stream:
         follower = await runs.follow(user, run_id)

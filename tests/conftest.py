@@ -1,0 +1,165 @@
+"""Shared fixtures: a fresh database per test (SQLite, and PostgreSQL where reachable),
+the real app behind Litestar's test client, and the real app behind uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+import pytest
+import uvicorn
+from litestar.testing import TestClient
+
+from app.auth import Authenticator
+from app.main import create_app
+from app.settings import Settings
+
+JWT_SECRET = "test-secret-which-is-long-enough-for-hs256"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _run(coro):
+    """Run one coroutine on a private loop: test bodies stay independent of the app's loop."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """A throw-away database on the TEST_POSTGRES_URL server, dropped at the end."""
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        yield None
+        return
+    name = f"chat_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    _run(admin(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    _run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path, postgres_server) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.sqlite3'}"
+    if postgres_server is None:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
+        pytest.skip("PostgreSQL tests need TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+
+    async def reset() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await conn.close()
+
+    _run(reset())
+    return postgres_server
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    return Settings(
+        data_dir=str(tmp_path / "data"), database_url=database_url, jwt_secret=JWT_SECRET,
+        offline_token_delay_ms=0, sse_ping_interval_s=15,
+    )
+
+
+def token_for(user: str, ttl_s: int = 3600) -> str:
+    return Authenticator(JWT_SECRET).issue(user, ttl_s)
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(user)}"}
+
+
+@pytest.fixture
+def client(settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), timeout=30) as test_client:
+        yield test_client
+
+
+class LiveServer(msgspec.Struct):
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_live_server(settings: Settings) -> LiveServer:
+    """The real app on uvicorn at 127.0.0.1 on a free port, in a thread of its own."""
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        threading.Event().wait(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return LiveServer(url=f"http://127.0.0.1:{port}", settings=settings, server=server, thread=thread)
+
+
+@pytest.fixture
+def live_server(settings) -> Iterator[LiveServer]:
+    live = start_live_server(settings)
+    yield live
+    live.stop()
+
+
+def count_rows(database_url: str, table: str, where: str = "", *args) -> int:
+    """Count rows straight from the database, independent of the app and of Piccolo."""
+    sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
+    if database_url.startswith("sqlite"):
+        path = database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            return conn.execute(sql.replace("$1", "?").replace("$2", "?"), args).fetchone()[0]
+
+    async def query() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    return _run(query())
+
+
+def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
+    if database_url.startswith("sqlite"):
+        path = database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            return conn.execute(sql.replace("$1", "?").replace("$2", "?"), args).fetchall()
+
+    async def query() -> list[tuple]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return _run(query())
