@@ -21,6 +21,7 @@ from domain.models import ModelConfig, build_model
 from domain.runs import RunManager, RunSettings
 from transports.rest import ChatController, ConversationController, TaskController, health
 from transports.sse import SSEController
+from transports.websocket import chat_socket
 
 log = logging.getLogger("chat_server")
 
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     api = Router(
         path="/api/{user_id:str}",
-        route_handlers=[SSEController, ChatController, ConversationController, TaskController],
+        route_handlers=[SSEController, ChatController, ConversationController, TaskController, chat_socket],
         dependencies={"user": Provide(provide_user)},
     )
     return Litestar(

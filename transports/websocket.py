@@ -1,0 +1,189 @@
+"""The WebSocket protocol: ``/api/{user_id}/ws``.
+
+Client frames are one msgspec tagged union; server frames are the domain events (each with
+``run_id`` and ``seq``) plus ``pong`` and ``error``. A bad frame gets an ``error`` frame and
+the socket stays open; a bad token closes with 1008. Dropping the socket never cancels a
+run: WebSocket clients have an explicit ``cancel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from app.auth import AuthError, Authenticator
+from app.settings import Settings
+from domain.errors import ChatError
+from domain.runs import RunFollower, RunManager
+from transports.requests import message_problem
+
+log = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008
+AUTH_TIMEOUT_S = 10.0
+
+
+class _ClientFrame(msgspec.Struct, tag_field="type", frozen=True):
+    pass
+
+
+class AuthFrame(_ClientFrame, tag="auth"):
+    token: str
+
+
+class ChatFrame(_ClientFrame, tag="chat"):
+    message: str
+    conversation_id: str | None = None
+
+
+class CancelFrame(_ClientFrame, tag="cancel"):
+    run_id: str
+
+
+class ResumeFrame(_ClientFrame, tag="resume"):
+    run_id: str
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class PingFrame(_ClientFrame, tag="ping"):
+    pass
+
+
+ClientFrame = AuthFrame | ChatFrame | CancelFrame | ResumeFrame | PingFrame
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong", frozen=True):
+    pass
+
+
+class ErrorFrame(msgspec.Struct, tag_field="type", tag="error", frozen=True, omit_defaults=True):
+    """A refused frame; ``run_id`` when the refusal concerns a run."""
+
+    code: str
+    message: str
+    run_id: str | None = None
+
+
+ServerFrame = Pong | ErrorFrame
+
+_decode_frame = msgspec.json.Decoder(ClientFrame).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class _Session:
+    """One authenticated socket: its receive loop and one forwarding task per run followed."""
+
+    def __init__(self, socket: WebSocket, user: str, runs: RunManager, settings: Settings):
+        self.socket = socket
+        self.user = user
+        self.runs = runs
+        self.settings = settings
+        self._send_lock = asyncio.Lock()
+        self._forwarders: dict[str, asyncio.Task[None]] = {}
+
+    async def send(self, frames: list[bytes]) -> None:
+        async with self._send_lock:
+            for frame in frames:
+                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+
+    async def error(self, code: str, message: str, run_id: str | None = None) -> None:
+        await self.send([_encode(ErrorFrame(code=code, message=message, run_id=run_id))])
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                frame = await self.socket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    return
+                data = frame.get("text")
+                if data is None:
+                    data = frame.get("bytes") or b""
+                await self.handle(data)
+        finally:
+            for task in self._forwarders.values():
+                task.cancel()
+
+    async def handle(self, data: str | bytes) -> None:
+        if len(data.encode() if isinstance(data, str) else data) > self.settings.max_ws_frame_bytes:
+            await self.error("limit_exceeded", f"Frames are limited to {self.settings.max_ws_frame_bytes} bytes.")
+            return
+        try:
+            frame = _decode_frame(data)
+        except msgspec.DecodeError as exc:
+            await self.error("invalid_frame", f"Invalid frame: {exc}")
+            return
+        try:
+            if isinstance(frame, ChatFrame):
+                if problem := message_problem(frame.message, self.settings.max_message_bytes):
+                    await self.error("invalid_frame", f"Invalid frame: {problem} - at `$.message`")
+                    return
+                run = await self.runs.start(self.user, frame.message, frame.conversation_id)
+                self.follow(RunFollower(run.log, run.id), 0)
+            elif isinstance(frame, CancelFrame):
+                await self.runs.cancel(self.user, frame.run_id)
+            elif isinstance(frame, ResumeFrame):
+                self.follow(await self.runs.follow(self.user, frame.run_id), frame.after)
+            elif isinstance(frame, PingFrame):
+                await self.send([_encode(Pong())])
+            else:
+                await self.error("invalid_frame", "Already authenticated.")
+        except ChatError as exc:
+            await self.error(exc.code, exc.message, getattr(frame, "run_id", None))
+
+    def follow(self, follower: RunFollower, after: int) -> None:
+        previous = self._forwarders.pop(follower.run_id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._forward(follower, after))
+        self._forwarders[follower.run_id] = task
+        task.add_done_callback(lambda t: self._forwarders.get(follower.run_id) is t
+                               and self._forwarders.pop(follower.run_id))
+
+    async def _forward(self, follower: RunFollower, after: int) -> None:
+        with contextlib.suppress(OSError):  # the socket went away; the run goes on
+            async for batch in follower.batches(after):
+                await self.send(batch)
+
+
+async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id: str) -> bool:
+    """Token from ``?token=`` or a first ``auth`` frame; closes with 1008 on failure."""
+    token = socket.query_params.get("token")
+    try:
+        if token is None:
+            frame = _decode_frame(await asyncio.wait_for(socket.receive_data(mode="text"), AUTH_TIMEOUT_S))
+            if not isinstance(frame, AuthFrame):
+                raise AuthError("Authenticate first: ?token=… or a {\"type\":\"auth\",\"token\":…} frame.")
+            token = frame.token
+        if authenticator.user_of(token) != user_id:
+            raise AuthError("This token belongs to another user.")
+        return True
+    except (AuthError, msgspec.DecodeError, TimeoutError) as exc:
+        reason = exc.message if isinstance(exc, AuthError) else "Authentication required."
+        await socket.close(code=POLICY_VIOLATION, reason=reason)
+        return False
+
+
+@websocket("/ws")
+async def chat_socket(
+    socket: WebSocket,
+    user_id: FromPath[str],
+    runs: NamedDependency[RunManager],
+    settings: NamedDependency[Settings],
+    authenticator: NamedDependency[Authenticator],
+) -> None:
+    # Accept first: a close code sent before accept() reaches the browser as a bare HTTP 403.
+    await socket.accept()
+    try:
+        if await _authenticate(socket, authenticator, user_id):
+            await _Session(socket, user_id, runs, settings).serve()
+    except Exception:
+        log.exception("websocket session failed")
+        with contextlib.suppress(Exception):
+            await socket.close(code=1011)
