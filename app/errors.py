@@ -12,6 +12,7 @@ HTTP_STATUS = {
     "run_finished": 409,
     "limit_exceeded": 429,
     "invalid_input": 400,
+    "shutting_down": 503,
 }
 
 

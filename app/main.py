@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from app.auth import Authenticator, load_secret, provide_user
 from app.errors import chat_error_response
 from app.settings import Settings, load_settings
+from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
 from domain.database import close_database, open_database
 from domain.errors import ChatError
@@ -62,9 +64,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
                 "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
             )
+        restore_signals = on_shutdown_signal(lambda: asyncio.ensure_future(runs.close()))
         try:
             yield
         finally:
+            restore_signals()
             await runs.close()
             await close_database(db)
 

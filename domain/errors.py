@@ -26,6 +26,10 @@ class RunFinished(ChatError):
     code = "run_finished"
 
 
+class ShuttingDown(ChatError):
+    code = "shutting_down"
+
+
 class LimitExceeded(ChatError):
     code = "limit_exceeded"
 

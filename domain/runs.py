@@ -23,7 +23,7 @@ from piccolo.engine.base import Engine
 
 from domain import conversations, events, run_records
 from domain.conversations import ToolRecord
-from domain.errors import NotFound, RunActive, RunFinished
+from domain.errors import NotFound, RunActive, RunFinished, ShuttingDown
 from domain.events import DoneStatus, Usage
 from domain.failures import classify
 from domain.run_log import RunLog
@@ -138,7 +138,7 @@ class RunManager:
         self._active: dict[str, ActiveRun] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._save_lock = asyncio.Lock()
-        self._closing = False
+        self._closed: asyncio.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -149,8 +149,13 @@ class RunManager:
         self._flusher = asyncio.create_task(self._flush_forever(), name="run-event-flusher")
 
     async def close(self) -> None:
-        """End every active run as ``interrupted`` (text saved), then stop."""
-        self._closing = True
+        """End every active run as ``interrupted`` (text saved), then stop. Idempotent: the
+        shutdown signal and the lifespan both call it."""
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
         runs = list(self._active.values())
         for run in runs:
             self.stop(run, "interrupted")
@@ -165,8 +170,8 @@ class RunManager:
     # -- commands --------------------------------------------------------------------
 
     async def start(self, user_id: str, message: str, conversation_id: str | None = None) -> ActiveRun:
-        if self._closing:
-            raise NotFound("The server is shutting down.")
+        if self._closed is not None:
+            raise ShuttingDown("The server is shutting down; try again in a moment.")
         if conversation_id is not None:
             busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
             if busy is not None and busy.user_id == user_id:

@@ -163,3 +163,47 @@ def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
             await conn.close()
 
     return _run(query())
+
+
+class ServerProcess:
+    """``chat-server serve`` as a real process, for signals and kill -9."""
+
+    def __init__(self, settings: Settings, **env: str):
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = {
+            **os.environ,
+            "DATA_DIR": settings.data_dir, "DATABASE_URL": settings.database, "JWT_SECRET": JWT_SECRET,
+            "OFFLINE_TOKEN_DELAY_MS": str(settings.offline_token_delay_ms), **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        self.process.kill()
+        raise RuntimeError(f"server did not start:\n{self.process.stdout.read().decode()}")
+
+    def output(self) -> str:
+        return self.process.stdout.read().decode() if self.process.stdout else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
