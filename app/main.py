@@ -20,6 +20,7 @@ from domain.agent import todo_agent
 from domain.database import close_database, open_database
 from domain.errors import ChatError
 from domain.models import ModelConfig, build_model
+from domain.run_records import RunLimits
 from domain.runs import RunManager, RunSettings
 from transports.rest import ChatController, ConversationController, TaskController, health
 from transports.sse import SSEController
@@ -51,7 +52,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         runs = RunManager(
             db, todo_agent(model, model_settings),
-            RunSettings(max_turns=settings.max_turns, tracing=settings.openai_agents_tracing),
+            RunSettings(
+                max_turns=settings.max_turns, tracing=settings.openai_agents_tracing,
+                max_run_duration_s=settings.max_run_duration_s,
+                limits=RunLimits(
+                    active_runs_per_user=settings.max_active_runs_per_user,
+                    messages_per_minute=settings.messages_per_minute,
+                ),
+            ),
         )
         await runs.open()
         authenticator = Authenticator(load_secret(settings))

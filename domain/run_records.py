@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -12,7 +13,7 @@ from piccolo.engine.base import Engine
 from domain import events
 from domain.conversations import HIDDEN_STOPPED_NOTE, ToolRecord, parse_id
 from domain.database import write_transaction
-from domain.errors import NotFound, RunActive
+from domain.errors import LimitExceeded, NotFound, RunActive
 from domain.events import RunStatus
 from domain.tables import Conversation, Message, Run, RunEvent
 
@@ -58,11 +59,39 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def begin_run(db: Engine, user_id: str, message: str, conversation_id: str | None) -> NewRun:
+class RunLimits(msgspec.Struct, frozen=True):
+    active_runs_per_user: int = 4
+    messages_per_minute: int = 30
+
+
+async def _check_limits(user_id: str, limits: RunLimits, started: datetime) -> None:
+    # Counted in the database, so the limits hold across server instances.
+    active = await Run.count().where(Run.user_id == user_id, Run.status == "running")
+    if active >= limits.active_runs_per_user:
+        raise LimitExceeded(
+            f"You already have {active} replies running (the limit is {limits.active_runs_per_user}); "
+            "wait for one to finish or cancel it.", retry_after_s=2,
+        )
+    window = started - timedelta(minutes=1)
+    recent = await Run.select(Run.created_at).where(Run.user_id == user_id, Run.created_at > window).order_by(
+        Run.created_at
+    )
+    if len(recent) >= limits.messages_per_minute:
+        retry_after = recent[0]["created_at"] - window
+        raise LimitExceeded(
+            f"You can send {limits.messages_per_minute} messages a minute; try again shortly.",
+            retry_after_s=max(1, math.ceil(retry_after.total_seconds())),
+        )
+
+
+async def begin_run(
+    db: Engine, user_id: str, message: str, conversation_id: str | None, limits: RunLimits = RunLimits()
+) -> NewRun:
     """Write the user's message and a running run, in one transaction; nothing on refusal."""
     started = now()
     run_id, message_id = uuid.uuid4(), uuid.uuid4()
     async with write_transaction(db):
+        await _check_limits(user_id, limits, started)
         if conversation_id is None:
             key, title = uuid.uuid4(), title_for(message)
             await Conversation.insert(

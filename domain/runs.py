@@ -27,7 +27,7 @@ from domain.errors import NotFound, RunActive, RunFinished, ShuttingDown
 from domain.events import DoneStatus, Usage
 from domain.failures import classify
 from domain.run_log import RunLog
-from domain.run_records import FinishedRun, NewRun
+from domain.run_records import FinishedRun, NewRun, RunLimits
 from domain.tools import TodoContext
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 class RunSettings(msgspec.Struct, frozen=True):
     max_turns: int = 10
+    max_run_duration_s: float = 300.0
+    limits: RunLimits = RunLimits()
     flush_interval_s: float = 0.25
     shutdown_grace_s: float = 5.0
     tracing: bool = False
@@ -176,7 +178,7 @@ class RunManager:
             busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
             if busy is not None and busy.user_id == user_id:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
-        new = await run_records.begin_run(self.db, user_id, message, conversation_id)
+        new = await run_records.begin_run(self.db, user_id, message, conversation_id, self.settings.limits)
         history = conversations.history_items(
             await conversations.list_messages(new.conversation_id, include_hidden=True)
         )
@@ -222,19 +224,26 @@ class RunManager:
         context = TodoContext(user_id=run.user_id, db=self.db)
         usage = Usage()
         result = None
+        deadline = asyncio.timeout(self.settings.max_run_duration_s)
         try:
-            result = Runner.run_streamed(
-                self.agent, history, context=context, max_turns=self.settings.max_turns,
-                run_config=RunConfig(tracing_disabled=not self.settings.tracing),
-            )
-            async for sdk_event in result.stream_events():
-                run.on_sdk_event(sdk_event)
+            async with deadline:
+                result = Runner.run_streamed(
+                    self.agent, history, context=context, max_turns=self.settings.max_turns,
+                    run_config=RunConfig(tracing_disabled=not self.settings.tracing),
+                )
+                async for sdk_event in result.stream_events():
+                    run.on_sdk_event(sdk_event)
             run.status = "completed"
         except asyncio.CancelledError:
             # Stop, not crash: the run still ends with its done event and its text saved.
             run.status = run.stop_reason or "cancelled"
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
-            code, message = classify(exc)
+            if deadline.expired():
+                code, message = "limit_exceeded", (
+                    f"The reply took longer than {self.settings.max_run_duration_s:g} s and was stopped."
+                )
+            else:
+                code, message = classify(exc)
             log.warning("run %s failed: %s", run.id, code, exc_info=exc)
             run.status = "failed"
             run.error = run.emit(events.Error, code=code, message=message)
