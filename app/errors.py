@@ -1,6 +1,8 @@
-"""Domain errors as Litestar's error body: ``{status_code, detail, extra: {code}}``."""
+"""Errors as Litestar's error body: ``{status_code, detail, extra}``; never a traceback."""
 
 from __future__ import annotations
+
+import logging
 
 from litestar import MediaType, Request, Response
 
@@ -26,4 +28,14 @@ def chat_error_response(request: Request, exc: ChatError) -> Response:
         status_code=status,
         media_type=MediaType.JSON,
         headers=headers,
+    )
+
+
+def internal_error_response(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback (and request id); the client learns only that."""
+    logging.getLogger("chat_server").error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        {"status_code": 500, "detail": "Internal Server Error", "extra": {"code": "internal_error"}},
+        status_code=500,
+        media_type=MediaType.JSON,
     )

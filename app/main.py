@@ -19,7 +19,7 @@ from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
 from domain.database import close_database, open_database
 from domain.errors import ChatError
-from domain.models import ModelConfig, build_model
+from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.run_records import RunLimits
 from domain.runs import RunManager, RunSettings
 from transports.rest import ChatController, ConversationController, TaskController, health
@@ -43,13 +43,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = await open_database(settings.database)
-        model, model_settings, provider = build_model(
-            ModelConfig(
-                api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
-                api=settings.openai_api, timeout_s=settings.model_timeout_s,
-                offline_token_delay_ms=settings.offline_token_delay_ms,
-            )
+        model_config = ModelConfig(
+            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
+            api=settings.openai_api, timeout_s=settings.model_timeout_s,
+            offline_token_delay_ms=settings.offline_token_delay_ms,
         )
+        model, model_settings, provider = build_model(model_config)
+        configure_tracing(settings.openai_agents_tracing, model_config)
         runs = RunManager(
             db, todo_agent(model, model_settings),
             RunSettings(
@@ -64,8 +64,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await runs.open()
         authenticator = Authenticator(load_secret(settings))
         app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
-        log.info("model: %s (%s, %s api); database: %s", provider.name, provider.model_name, provider.api,
-                 db.engine_type)
+        log.info("model: %s (%s, %s api%s); tracing %s; database: %s", provider.name, provider.model_name,
+                 provider.api, f" at {provider.base_url}" if provider.base_url else "",
+                 "on" if settings.openai_agents_tracing else "off", db.engine_type)
         if settings.dev_mode:
             link = f"{settings.public_url}/#token={authenticator.issue('demo')}"
             log.warning(
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             restore_signals()
             await runs.close()
+            await close_model(model)
             await close_database(db)
 
     api = Router(

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-from agents import Model, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
+from agents import (
+    Model,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    set_tracing_disabled,
+    set_tracing_export_api_key,
+)
 from openai import AsyncOpenAI
 
 from domain.offline_model import MODEL_NAME as OFFLINE_MODEL_NAME
@@ -46,8 +54,45 @@ def build_model(config: ModelConfig) -> tuple[Model, ModelSettings, ModelProvide
     client = AsyncOpenAI(
         api_key=config.api_key or "not-needed", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
     )
-    provider = ModelProvider(name=name, model_name=model_name, api=api, base_url=config.base_url)
+    provider = ModelProvider(name=name, model_name=model_name, api=api, base_url=public_url(config.base_url))
     if api == "chat_completions":
         model: Model = OpenAIChatCompletionsModel(model=model_name, openai_client=client)
         return model, ModelSettings(include_usage=True), provider
     return OpenAIResponsesModel(model=model_name, openai_client=client), ModelSettings(), provider
+
+
+def public_url(url: str | None) -> str | None:
+    """A base URL fit for logs and /health: without ``user:password@``, query or fragment."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def configure_tracing(enabled: bool, config: ModelConfig) -> None:
+    """Tracing is off unless asked for: with it on, the SDK uploads every run to OpenAI.
+
+    Runs also pass ``tracing_disabled``; switching it off process-wide as well keeps the
+    SDK's exporter idle. Traces go to OpenAI, so only an OpenAI key (no custom base URL)
+    is given to the exporter; a compatible server's key means nothing there.
+    """
+    set_tracing_disabled(not enabled)
+    if enabled and config.api_key and not config.base_url:
+        set_tracing_export_api_key(config.api_key)
+
+
+async def close_model(model: Model) -> None:
+    """Close the HTTP connections of an OpenAI model's client at shutdown.
+
+    Left to the garbage collector, the client schedules its close on an event loop that has
+    already stopped ("Event loop is closed"). The SDK models keep the client they were given
+    in ``_client``; ours is always an ``AsyncOpenAI`` made by :func:`build_model`.
+    """
+    client = getattr(model, "_client", None)
+    if isinstance(client, AsyncOpenAI):
+        await client.close()

@@ -110,6 +110,7 @@ class Health(msgspec.Struct, frozen=True):
     model_provider: str
     model: str
     api: str
+    model_base_url: str | None = None
 
 
 @get("/health", summary="Liveness, database and model configuration (no secrets)", tags=["health"])
@@ -122,4 +123,5 @@ async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelPro
     return Health(
         status="ok" if database == "ok" else "degraded", database=database, database_engine=db.engine_type,
         model_provider=provider.name, model=provider.model_name, api=provider.api,
+        model_base_url=provider.base_url,
     )

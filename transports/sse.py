@@ -12,11 +12,13 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from app.settings import Settings
 from domain.runs import ActiveRun, RunFollower, RunManager
+from transports.docs import AUTH_ERRORS, CHAT_ERRORS, RESUME_RESPONSE, SSE_RESPONSE
 from transports.requests import ChatRequest, checked_message
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -64,7 +66,11 @@ class SSEController(Controller):
         "/chat/stream",
         status_code=200,
         summary="Send a message and stream the reply (SSE)",
+        description="Starts a run and streams its events. Closing the stream is Stop, unless "
+        "`on_disconnect` is `continue`: then the run finishes and can be resumed.",
         media_type="text/event-stream",
+        responses=SSE_RESPONSE,
+        raises=CHAT_ERRORS,
     )
     async def chat_stream(
         self,
@@ -83,7 +89,11 @@ class SSEController(Controller):
     @get(
         "/runs/{run_id:str}/events",
         summary="Resume a run's event stream (SSE with id: lines)",
+        description="Replays the events after `Last-Event-ID` (or `?after=`), then follows the run live "
+        "until `done`. Works for running and finished runs.",
         media_type="text/event-stream",
+        responses=RESUME_RESPONSE,
+        raises=[*AUTH_ERRORS, NotFoundException],
     )
     async def run_events(
         self,

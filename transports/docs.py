@@ -1,0 +1,51 @@
+"""What the API documentation says about errors and streams, shared by the route handlers."""
+
+from __future__ import annotations
+
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+
+    TooManyRequestsException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import ResponseSpec
+
+from domain.events import Event
+
+
+class ConflictException(ClientException):
+    """A reply is still running in the conversation (``run_active``), or the run already ended
+    (``run_finished``)."""
+
+    status_code = 409
+
+
+AUTH_ERRORS = [NotAuthorizedException, PermissionDeniedException]
+CHAT_ERRORS = [
+    *AUTH_ERRORS, ValidationException, NotFoundException, ConflictException, RequestEntityTooLarge,
+    TooManyRequestsException,
+]
+
+SSE_RESPONSE = {
+    200: ResponseSpec(
+        data_container=Event,
+        media_type="text/event-stream",
+        generate_examples=False,
+        description=(
+            "A stream of `data: <event JSON>\\n\\n` frames, one chat event each (this schema), "
+            "from `start` to exactly one `done`, with `: ping` comments while idle."
+        ),
+    )
+}
+RESUME_RESPONSE = {
+    200: ResponseSpec(
+        data_container=Event,
+        media_type="text/event-stream",
+        generate_examples=False,
+        description="Frames `id: <seq>\\ndata: <event JSON>\\n\\n` after the given seq, then live until `done`.",
+    )
+}
