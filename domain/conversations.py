@@ -161,3 +161,163 @@ def history_items(messages: list[MessageView]) -> list[dict[str, Any]]:
                 "output": msgspec.json.encode(tool.result).decode(),
             })
     return items
+
+
+# -- Paged reading, feedback and retry (the ChatKit transport's threads and items) -------
+# Imported here, not at the top, to keep this addition in one block (the file is shared).
+from domain.errors import InvalidInput, NotFound, RunActive  # noqa: E402
+from domain.tables import Run  # noqa: E402
+
+PageOrder = Literal["asc", "desc"]
+Feedback = Literal["positive", "negative"]
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    conversations: list[ConversationView]
+    has_more: bool
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    messages: list[MessageView]
+    has_more: bool
+
+
+def _after(table: type[Conversation] | type[Message], cursor: dict, order: PageOrder):
+    """Rows strictly after ``cursor`` in (created_at, id) order: stable while rows are added."""
+    if order == "asc":
+        return (table.created_at > cursor["created_at"]) | (
+            (table.created_at == cursor["created_at"]) & (table.id > cursor["id"])
+        )
+    return (table.created_at < cursor["created_at"]) | (
+        (table.created_at == cursor["created_at"]) & (table.id < cursor["id"])
+    )
+
+
+async def page_conversations(
+    user_id: str, limit: int, order: PageOrder = "desc", after: str | None = None
+) -> ConversationPage:
+    """A page of the user's conversations by creation time; ``after`` is the last id of
+    the previous page. An unknown cursor raises ``InvalidInput``."""
+    query = (
+        Conversation.select(*_CONVERSATION_COLUMNS)
+        .where(Conversation.user_id == user_id)
+        .order_by(Conversation.created_at, Conversation.id, ascending=order == "asc")
+        .limit(limit + 1)
+    )
+    if after is not None:
+        key = parse_id(after)
+        cursor = key and await (
+            Conversation.select(Conversation.id, Conversation.created_at)
+            .where(Conversation.id == key, Conversation.user_id == user_id)
+            .first()
+        )
+        if not cursor:
+            raise InvalidInput("The page cursor does not name one of your threads.", field="after")
+        query = query.where(_after(Conversation, cursor, order))
+    rows = await query
+    return ConversationPage([_conversation(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+def _shown():
+    """Messages a client sees: not hidden notes, not assistant turns that wrote nothing."""
+    return (Message.role != "hidden") & ((Message.role != "assistant") | (Message.content != ""))
+
+
+async def page_messages(
+    conversation_id: str, limit: int, order: PageOrder = "asc", after: str | None = None
+) -> MessagePage:
+    """A page of the messages a client sees; ``after`` is the last id of the previous page."""
+    key = uuid.UUID(conversation_id)
+    query = (
+        Message.select(*_MESSAGE_COLUMNS)
+        .where(Message.conversation == key, _shown())
+        .order_by(Message.created_at, Message.id, ascending=order == "asc")
+        .limit(limit + 1)
+        .output(load_json=True)
+    )
+    if after is not None:
+        cursor_key = parse_id(after)
+        cursor = cursor_key and await (
+            Message.select(Message.id, Message.created_at)
+            .where(Message.id == cursor_key, Message.conversation == key)
+            .first()
+        )
+        if not cursor:
+            raise InvalidInput("The page cursor does not name an item of this thread.", field="after")
+        query = query.where(_after(Message, cursor, order))
+    rows = await query
+    return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+async def user_message_of_run(run_id: str) -> MessageView | None:
+    """The user message a run answers."""
+    row = await (
+        Message.select(*_MESSAGE_COLUMNS)
+        .where(Message.run_id == run_id, Message.role == "user")
+        .first()
+        .output(load_json=True)
+    )
+    return message_view(row) if row else None
+
+
+async def set_feedback(
+    db: Engine, user_id: str, conversation_id: str, message_ids: list[str], feedback: Feedback
+) -> bool:
+    """Record the user's rating on messages of their conversation; False: no such conversation.
+    Ids that name no message of it are ignored."""
+    if await get_conversation(user_id, conversation_id) is None:
+        return False
+    keys = [key for key in map(parse_id, message_ids) if key is not None]
+    if keys:
+        async with write_transaction(db):
+            await Message.update({Message.feedback: feedback}).where(
+                Message.conversation == uuid.UUID(conversation_id), Message.id.is_in(keys)
+            )
+    return True
+
+
+async def take_for_retry(db: Engine, user_id: str, conversation_id: str, message_id: str) -> MessageView:
+    """Remove a user message and everything after it, so the conversation can be answered
+    again from that message on; returns the removed message (see ``restore_message``)."""
+    conversation, key = parse_id(conversation_id), parse_id(message_id)
+    async with write_transaction(db):
+        owned = conversation and await Conversation.exists().where(
+            Conversation.id == conversation, Conversation.user_id == user_id
+        )
+        if not owned:
+            raise NotFound("No such conversation.")
+        row = key and await (
+            Message.select(*_MESSAGE_COLUMNS)
+            .where(Message.id == key, Message.conversation == conversation)
+            .first()
+            .output(load_json=True)
+        )
+        if not row:
+            raise NotFound("No such message in this conversation.")
+        if row["role"] != "user":
+            raise InvalidInput("Only a user message can be answered again.", field="item_id")
+        if await Run.exists().where(Run.conversation == conversation, Run.status == "running"):
+            raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
+        await Message.delete().where(
+            Message.conversation == conversation, Message.created_at >= row["created_at"]
+        )
+    return message_view(row)
+
+
+async def restore_message(db: Engine, conversation_id: str, message: MessageView) -> None:
+    """Put back a message ``take_for_retry`` removed, when the new reply could not start."""
+    async with write_transaction(db):
+        await Message.insert(Message(
+            id=uuid.UUID(message.id), conversation=uuid.UUID(conversation_id), run_id=message.run_id,
+            role=message.role, content=message.content, status=message.status, feedback=message.feedback,
+            created_at=message.created_at,
+        ))
+
+
+async def adopt_message_id(db: Engine, run_id: str, message_id: str) -> None:
+    """Give the user message of ``run_id`` the id of the message it re-sends, so a client
+    that kept that message on screen can keep referring to it."""
+    async with write_transaction(db):
+        await Message.update({Message.id: uuid.UUID(message_id)}).where(
+            Message.run_id == run_id, Message.role == "user"
+        )
