@@ -22,6 +22,7 @@ from domain.errors import ChatError
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.run_records import RunLimits
 from domain.runs import RunManager, RunSettings
+from transports.chatkit import ChatKitController
 from transports.rest import ChatController, ConversationController, TaskController, health
 from transports.sse import SSEController
 from transports.websocket import chat_socket
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"user": Provide(provide_user)},
     )
     return Litestar(
-        route_handlers=[api, health],
+        route_handlers=[api, ChatKitController, health],
         lifespan=[lifespan],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),

@@ -1,0 +1,512 @@
+"""The ChatKit server protocol: one ``POST /chatkit`` for the stock ChatKit web client.
+
+Threads are conversations and items are their messages, from the same store and run
+manager as the plain API. A user message is a ``user_message`` item, the assistant's reply
+an ``assistant_message``, each tool call a ``workflow`` item with one ``custom`` task; hidden
+notes for the model are never sent. Item ids are message ids (tool calls: ``wf_`` + the call
+id), so an item keeps its id from its first stream event to every later read.
+
+Streaming requests answer ``data: <json>\\n\\n`` frames; closing the connection is ChatKit's
+Stop and cancels the run (its partial text and a hidden note for the model are stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+from litestar import Controller, MediaType, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.response import Stream
+from piccolo.engine.base import Engine
+
+from app.auth import Authenticator, authenticate
+from app.settings import Settings
+from domain import conversations, events
+from domain.conversations import ConversationView, MessagePage, MessageView, ToolRecord
+from domain.errors import ChatError, NotFound
+from domain.runs import ActiveRun, RunManager
+from transports.chatkit_types import (
+    ActiveStatus,
+    AssistantMessageItem,
+    AttachmentsCreate,
+    AttachmentsDelete,
+    ChatKitRequest,
+    ContentPartAdded,
+    ContentPartDone,
+    CustomSummary,
+    CustomTask,
+    ErrorEvent,
+    InferenceOptions,
+    InputTag,
+    InputText,
+    InputTranscribe,
+    ItemPage,
+    ItemsFeedback,
+    ItemsList,
+    OutputText,
+    StreamEvent,
+    StreamingRequest,
+    StreamOptions,
+    StreamOptionsEvent,
+    TextDelta,
+    Thread,
+    ThreadCreated,
+    ThreadItem,
+    ThreadItemAdded,
+    ThreadItemDone,
+    ThreadItemUpdated,
+    ThreadPage,
+    ThreadsAddUserMessage,
+    ThreadsCreate,
+    ThreadsDelete,
+    ThreadsGetById,
+    ThreadsList,
+    ThreadsRetryAfterItem,
+    ThreadsSyncCustomAction,
+    ThreadsUpdate,
+    ThreadUpdated,
+    UserMessageInput,
+    UserMessageItem,
+    Workflow,
+    WorkflowItem,
+    WorkflowTaskUpdated,
+)
+from transports.requests import message_problem
+from transports.sse import SSE_HEADERS
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 20  # the reference's default, and get_by_id's first page
+MAX_PAGE_SIZE = 100
+
+_decoder = msgspec.json.Decoder(ChatKitRequest)
+_encoder = msgspec.json.Encoder()
+
+
+# -- requests ---------------------------------------------------------------------------
+
+def decode_request(body: bytes) -> ChatKitRequest:
+    """The envelope, or a 400 that says what is wrong with it."""
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: first
+        reason, _, where = str(exc).partition(" - at `")
+        key = where.rstrip("`").removeprefix("$.") or "body"
+        if key == "type":
+            kind = _raw_type(body)
+            _bad_request(f"Unknown ChatKit request type {kind!r}." if kind else f"Invalid ChatKit request: {reason}.", key)
+        _bad_request(f"Invalid ChatKit request: {reason}" + (f" (at {key})." if key != "body" else "."), key)
+    except msgspec.DecodeError as exc:
+        _bad_request(f"The body is not JSON ({exc}).", "body")
+
+
+def _raw_type(body: bytes) -> str | None:
+    with contextlib.suppress(msgspec.DecodeError):
+        value = msgspec.json.decode(body)
+        kind = value.get("type") if isinstance(value, dict) else None
+        return kind if isinstance(kind, str) else None
+    return None
+
+
+def _bad_request(message: str, key: str) -> None:
+    raise ValidationException(message, extra=[{"message": message, "key": key, "source": "body"}])
+
+
+def _unsupported(kind: str, what: str) -> None:
+    _bad_request(f"{kind} is not supported: this server {what}.", "type")
+
+
+def message_text(content: Iterable[InputText | InputTag]) -> str:
+    """What the user wrote, as the model and the plain API see it: tags read as their text."""
+    return "".join(part.text for part in content)
+
+
+def input_problem(message: UserMessageInput, max_bytes: int) -> str | None:
+    if message.attachments:
+        return "Attachments are not supported by this server."
+    return message_problem(message_text(message.content), max_bytes)
+
+
+def page_limit(limit: int | None) -> int:
+    return PAGE_SIZE if limit is None else max(1, min(limit, MAX_PAGE_SIZE))
+
+
+# -- conversations as threads and items -------------------------------------------------
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json_text(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+def workflow_id(call_id: str) -> str:
+    return f"wf_{call_id}"
+
+
+def _calling(tool: ToolRecord) -> CustomTask:
+    return CustomTask(
+        status_indicator="loading", title=f"Calling {tool.name}",
+        content=_json_text(tool.arguments) if tool.arguments else None,
+    )
+
+
+def workflow_item(thread_id: str, created_at: datetime, tool: ToolRecord) -> WorkflowItem:
+    """A finished tool call: one complete task whose content is the tool's result."""
+    title = f"Called {tool.name}"
+    task = CustomTask(status_indicator="complete", title=title, content=_json_text(tool.result))
+    return WorkflowItem(
+        id=workflow_id(tool.call_id), thread_id=thread_id, created_at=_utc(created_at),
+        workflow=Workflow(type="custom", tasks=[task], expanded=False, summary=CustomSummary(title=title)),
+    )
+
+
+def user_item(thread_id: str, message: MessageView) -> UserMessageItem:
+    return UserMessageItem(
+        id=message.id, thread_id=thread_id, created_at=_utc(message.created_at),
+        content=[InputText(text=message.content)], attachments=[], inference_options=InferenceOptions(),
+    )
+
+
+def assistant_item(thread_id: str, item_id: str, created_at: datetime, text: str) -> AssistantMessageItem:
+    return AssistantMessageItem(
+        id=item_id, thread_id=thread_id, created_at=_utc(created_at),
+        content=[OutputText(text=text, annotations=[])],
+    )
+
+
+def item_of(thread_id: str, message: MessageView) -> ThreadItem | None:
+    if message.role == "user":
+        return user_item(thread_id, message)
+    if message.role == "assistant":
+        return assistant_item(thread_id, message.id, message.created_at, message.content)
+    if message.role == "tool" and message.tool is not None:
+        return workflow_item(thread_id, message.created_at, message.tool)
+    return None  # hidden: a note for the model only
+
+
+def item_page(thread_id: str, page: MessagePage) -> ItemPage:
+    items = [item for item in (item_of(thread_id, m) for m in page.messages) if item is not None]
+    after = page.messages[-1].id if page.has_more and page.messages else None
+    return ItemPage(data=items, has_more=page.has_more, after=after)
+
+
+_NO_ITEMS = ItemPage(data=[], has_more=False)
+
+
+def thread_of(conversation: ConversationView, items: ItemPage = _NO_ITEMS) -> Thread:
+    return Thread(
+        id=conversation.id, title=conversation.title, created_at=_utc(conversation.created_at),
+        status=ActiveStatus(), metadata={}, items=items,
+    )
+
+
+# -- a run as ChatKit events ------------------------------------------------------------
+
+class ReplyTranslator:
+    """One run's chat events as ChatKit events.
+
+    The assistant message streams as added → content_part.added → text_deltas →
+    content_part.done → done, under the run's message id; each tool call is a workflow item,
+    added (loading) at the call and done (complete) at its result. After an ``error`` the
+    translation has ended and says nothing more.
+    """
+
+    def __init__(self, thread_id: str, assistant_id: str):
+        self.thread_id = thread_id
+        self.assistant_id = assistant_id
+        self.ended = False
+        self._text: list[str] = []
+        self._assistant_at: datetime | None = None
+        self._calls: dict[str, tuple[datetime, ToolRecord]] = {}
+
+    def translate(self, event: events.Event) -> list[StreamEvent]:
+        if self.ended:
+            return []
+        match event:
+            case events.Text(content=content):
+                return self._text_delta(content)
+            case events.ToolCall(call_id=call_id, name=name, arguments=arguments):
+                at, tool = _now(), ToolRecord(call_id, name, arguments)
+                self._calls[call_id] = (at, tool)
+                item = WorkflowItem(
+                    id=workflow_id(call_id), thread_id=self.thread_id, created_at=at,
+                    workflow=Workflow(type="custom", tasks=[_calling(tool)], expanded=False),
+                )
+                return [ThreadItemAdded(item=item)]
+            case events.ToolResult(call_id=call_id, name=name, result=result):
+                return self._tool_done(call_id, name, result)
+            case events.Error(message=message):
+                self.ended = True
+                return [ErrorEvent(code="custom", message=message, allow_retry=True)]
+            case events.Done(status=status):
+                return self._finish(status)
+        return []
+
+    def _text_delta(self, content: str) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if self._assistant_at is None:
+            self._assistant_at = _now()
+            out.append(ThreadItemAdded(item=AssistantMessageItem(
+                id=self.assistant_id, thread_id=self.thread_id, created_at=self._assistant_at, content=[],
+            )))
+            out.append(ThreadItemUpdated(
+                item_id=self.assistant_id,
+                update=ContentPartAdded(content_index=0, content=OutputText(text="", annotations=[])),
+            ))
+        self._text.append(content)
+        out.append(ThreadItemUpdated(item_id=self.assistant_id, update=TextDelta(content_index=0, delta=content)))
+        return out
+
+    def _tool_done(self, call_id: str, name: str, result: Any) -> list[StreamEvent]:
+        pending = self._calls.pop(call_id, None)
+        at, tool = pending or (_now(), ToolRecord(call_id, name, {}))
+        item = workflow_item(self.thread_id, at, msgspec.structs.replace(tool, result=result))
+        out: list[StreamEvent] = []
+        if pending is not None:
+            out.append(ThreadItemUpdated(
+                item_id=item.id, update=WorkflowTaskUpdated(task_index=0, task=item.workflow.tasks[0])
+            ))
+        out.append(ThreadItemDone(item=item))
+        return out
+
+    def _finish(self, status: str) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        # Calls cut short are stored with this result (see ActiveRun.outcome): show the same.
+        for call_id, (_, tool) in list(self._calls.items()):
+            out += self._tool_done(call_id, tool.name, {"error": f"stopped before it finished ({status})"})
+        if self._assistant_at is not None:
+            final = OutputText(text="".join(self._text), annotations=[])
+            out.append(ThreadItemUpdated(
+                item_id=self.assistant_id, update=ContentPartDone(content_index=0, content=final)
+            ))
+            out.append(ThreadItemDone(item=AssistantMessageItem(
+                id=self.assistant_id, thread_id=self.thread_id, created_at=self._assistant_at, content=[final],
+            )))
+        if status == "failed":
+            out.append(ErrorEvent(code="custom", message="The reply failed.", allow_retry=True))
+        elif status == "interrupted":
+            out.append(ErrorEvent(code="custom", message="The server is restarting; the reply was cut short.",
+                                  allow_retry=True))
+        self.ended = True
+        return out
+
+
+def frames(batch: Iterable[StreamEvent]) -> bytes:
+    return b"".join(b"data: " + _encoder.encode(event) + b"\n\n" for event in batch)
+
+
+def error_frame(message: str, *, allow_retry: bool = False) -> bytes:
+    return frames([ErrorEvent(code="custom", message=message, allow_retry=allow_retry)])
+
+
+async def _start(runs: RunManager, user: str, text: str, thread_id: str | None) -> ActiveRun:
+    """Start a run even if the client leaves meanwhile, and then stop it: a start cut in half
+    would leave a run marked running that blocks the conversation."""
+    starting = asyncio.ensure_future(runs.start(user, text, thread_id))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        def stop(task: asyncio.Future[ActiveRun]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                runs.stop(task.result(), "cancelled")
+
+        starting.add_done_callback(stop)
+        raise
+
+
+class _Turn(msgspec.Struct, frozen=True):
+    """What to say before the reply: a new thread, the user's message, its title."""
+
+    new_thread: bool
+    echo_user_message: bool
+
+
+async def _follow(runs: RunManager, run: ActiveRun, turn: _Turn) -> AsyncIterator[bytes]:
+    """The run's events as ChatKit frames; leaving early (the client closed) is Stop."""
+    ended = False
+    try:
+        head: list[StreamEvent] = []
+        created: Thread | None = None
+        message = await conversations.user_message_of_run(run.id) if turn.echo_user_message else None
+        if message is not None:
+            if turn.new_thread:
+                # The conversation began with its message, at the same instant.
+                created = Thread(
+                    id=run.conversation_id, created_at=_utc(message.created_at), status=ActiveStatus(),
+                    metadata={}, items=_NO_ITEMS,
+                )
+                head.append(ThreadCreated(thread=created))
+            head.append(ThreadItemDone(item=user_item(run.conversation_id, message)))
+        head.append(StreamOptionsEvent(stream_options=StreamOptions(allow_cancel=True)))
+        if created is not None and run.new.title:
+            # Titled from the first message: announced at once, so a Stop or a failure keeps it.
+            head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
+        yield frames(head)
+        translator = ReplyTranslator(run.conversation_id, run.message_id)
+        async for batch in run.log.read(0):
+            out: list[StreamEvent] = []
+            for payload in batch:
+                out += translator.translate(events.decode(payload))
+            if out:
+                yield frames(out)
+            # Always give the loop a turn: a replay that never awaits spins after a disconnect.
+            await asyncio.sleep(0)
+        ended = True
+    finally:
+        if not ended:
+            runs.stop(run, "cancelled")
+
+
+async def message_stream(
+    runs: RunManager, settings: Settings, user: str, message: UserMessageInput, thread_id: str | None
+) -> AsyncIterator[bytes]:
+    """``threads.create`` (no thread id) and ``threads.add_user_message``."""
+    problem = input_problem(message, settings.max_message_bytes)
+    if problem:
+        yield error_frame(problem)
+        return
+    try:
+        run = await _start(runs, user, message_text(message.content), thread_id)
+    except ChatError as exc:
+        yield error_frame(exc.message)
+        return
+    async for frame in _follow(runs, run, _Turn(new_thread=thread_id is None, echo_user_message=True)):
+        yield frame
+
+
+async def retry_stream(runs: RunManager, db: Engine, user: str, thread_id: str, item_id: str) -> AsyncIterator[bytes]:
+    """``threads.retry_after_item``: drop what followed the user message and answer it again.
+
+    The client drops those items itself (the reference sends no ``removed`` events). The run
+    re-sends the message, which then takes back its old id: the client still shows it."""
+    try:
+        message = await conversations.take_for_retry(db, user, thread_id, item_id)
+    except ChatError as exc:
+        yield error_frame(exc.message)
+        return
+    try:
+        run = await _start(runs, user, message.content, thread_id)
+    except ChatError as exc:
+        await conversations.restore_message(db, thread_id, message)
+        yield error_frame(exc.message)
+        return
+    try:
+        await asyncio.shield(conversations.adopt_message_id(db, run.id, message.id))
+    except BaseException:
+        runs.stop(run, "cancelled")
+        raise
+    async for frame in _follow(runs, run, _Turn(new_thread=False, echo_user_message=False)):
+        yield frame
+
+
+async def unsupported_stream(kind: str) -> AsyncIterator[bytes]:
+    await asyncio.sleep(0)
+    yield error_frame(f"{kind} is not supported by this server.")
+
+
+# -- JSON requests ----------------------------------------------------------------------
+
+async def _owned(user: str, thread_id: str) -> ConversationView:
+    conversation = await conversations.get_conversation(user, thread_id)
+    if conversation is None:
+        raise NotFound("No such thread.")
+    return conversation
+
+
+async def answer(request: ChatKitRequest, user: str, db: Engine) -> bytes:
+    """The JSON body for a non-streaming request."""
+    match request:
+        case ThreadsGetById(params=params):
+            conversation = await _owned(user, params.thread_id)
+            page = await conversations.page_messages(conversation.id, PAGE_SIZE, "asc")
+            return _encoder.encode(thread_of(conversation, item_page(conversation.id, page)))
+        case ThreadsList(params=params):
+            threads = await conversations.page_conversations(
+                user, page_limit(params.limit), params.order, params.after
+            )
+            found = threads.conversations
+            after = found[-1].id if threads.has_more and found else None
+            return _encoder.encode(ThreadPage(data=[thread_of(c) for c in found], has_more=threads.has_more,
+                                              after=after))
+        case ItemsList(params=params):
+            conversation = await _owned(user, params.thread_id)
+            page = await conversations.page_messages(
+                conversation.id, page_limit(params.limit), params.order, params.after
+            )
+            return _encoder.encode(item_page(conversation.id, page))
+        case ThreadsUpdate(params=params):
+            if not await conversations.rename_conversation(db, user, params.thread_id, params.title.strip()):
+                raise NotFound("No such thread.")
+            return _encoder.encode(thread_of(await _owned(user, params.thread_id)))
+        case ThreadsDelete(params=params):
+            if not await conversations.delete_conversation(db, user, params.thread_id):
+                raise NotFound("No such thread.")
+            return b"{}"
+        case ItemsFeedback(params=params):
+            if not await conversations.set_feedback(db, user, params.thread_id, params.item_ids, params.kind):
+                raise NotFound("No such thread.")
+            return b"{}"
+        case AttachmentsCreate() | AttachmentsDelete():
+            _unsupported(request.__struct_config__.tag, "does not accept attachments")
+        case InputTranscribe():
+            _unsupported("input.transcribe", "has no speech-to-text")
+        case ThreadsSyncCustomAction():
+            _unsupported("threads.sync_custom_action", "defines no widget actions")
+    raise AssertionError(f"unhandled ChatKit request {type(request).__name__}")
+
+
+def stream_for(request: StreamingRequest, user: str, runs: RunManager, db: Engine, settings: Settings) -> AsyncIterator[bytes]:
+    match request:
+        case ThreadsCreate(params=params):
+            return message_stream(runs, settings, user, params.input, None)
+        case ThreadsAddUserMessage(params=params):
+            return message_stream(runs, settings, user, params.input, params.thread_id)
+        case ThreadsRetryAfterItem(params=params):
+            return retry_stream(runs, db, user, params.thread_id, params.item_id)
+    # Client tools, structured input and widget actions: nothing here ever asks for them.
+    return unsupported_stream(request.__struct_config__.tag)
+
+
+class ChatKitController(Controller):
+    path = "/chatkit"
+    tags = ["chatkit"]
+
+    @post(
+        "/",
+        status_code=200,
+        summary="The ChatKit server protocol (one endpoint; dispatch on the body's type)",
+        description=(
+            "Body: a ChatKit request envelope `{type, params, metadata?}`. `threads.create`, "
+            "`threads.add_user_message` and `threads.retry_after_item` answer an event stream "
+            "(`data: <json>` frames); closing it stops the reply. The other types answer JSON."
+        ),
+    )
+    async def chatkit(
+        self,
+        request: Request[Any, Any, Any],
+        authenticator: NamedDependency[Authenticator],
+        runs: NamedDependency[RunManager],
+        db: NamedDependency[Engine],
+        settings: NamedDependency[Settings],
+    ) -> Response[bytes]:
+        user = await authenticate(request, authenticator)
+        envelope = decode_request(await request.body())
+        if isinstance(envelope, StreamingRequest):
+            return Stream(
+                stream_for(envelope, user, runs, db, settings), media_type="text/event-stream",
+                headers=SSE_HEADERS,
+            )
+        return Response(await answer(envelope, user, db), media_type=MediaType.JSON, status_code=200)
