@@ -1,27 +1,50 @@
-"""Bearer JWT auth: HS256 tokens whose ``sub`` is the user id."""
+"""Bearer JWT auth: ``sub`` is the user id.
+
+Two kinds of token are accepted, side by side:
+- HS256, signed with ``JWT_SECRET`` (or the dev-mode secret): the tokens this server issues.
+- EdDSA, RS256 and ES256 from an identity provider, checked against its JWKS (``JWT_JWKS_URL``).
+
+The token's header picks the kind, and each kind only ever sees its own keys: an HS256 token
+is never checked against a public key (the classic algorithm-confusion forgery), and a JWKS
+key only verifies the one algorithm its key type implies.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import jwt
 from litestar import Request
+from litestar.config.cors import CORSConfig
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath
 
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _SECRET_FILE = "jwt_secret"
+ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "ES256"})
 
 
 class AuthError(Exception):
+    """The token does not prove who the caller is: a 401."""
+
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class KeysUnavailable(Exception):
+    """The identity provider's keys could not be fetched: a 503, not the caller's fault."""
 
 
 def load_secret(settings: Settings) -> str:
@@ -39,19 +62,166 @@ def load_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+class JWKSKeys:
+    """An identity provider's public keys by ``kid``, fetched with httpx and cached.
+
+    The set is fetched on first use, again once it is ``max_age_s`` old, and again when a
+    token names a ``kid`` the cache lacks (a key rotation), but never more often than once per
+    ``refresh_interval_s``: tokens with made-up kids cannot turn into a flood of fetches.
+    """
+
+    def __init__(
+        self, url: str, *, refresh_interval_s: float = 30.0, max_age_s: float = 3600.0, timeout_s: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.url = url
+        self.refresh_interval_s = refresh_interval_s
+        self.max_age_s = max_age_s
+        self.timeout_s = timeout_s
+        self.fetches = 0
+        self._transport = transport
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None  # monotonic time of the last good fetch
+        self._tried_at = float("-inf")  # monotonic time of the last attempt, good or not
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str | None) -> jwt.PyJWK:
+        if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age_s:
+            await self._refresh()
+        key = self._lookup(kid)
+        if key is None and kid is not None:
+            await self._refresh()
+            key = self._lookup(kid)
+        if key is None:
+            if self._fetched_at is None:
+                raise KeysUnavailable("The identity provider's keys could not be fetched; try again later.")
+            raise AuthError("The token's signing key is unknown." if kid else "The token names no signing key (kid).")
+        return key
+
+    def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid is None:  # providers with a single key often leave kid out
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        tried_before = self._tried_at
+        async with self._lock:
+            if self._tried_at != tried_before:  # another request refreshed while this one waited
+                return
+            if time.monotonic() - self._tried_at < self.refresh_interval_s:
+                return
+            self._tried_at = time.monotonic()
+            try:
+                keys = await self._fetch()
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("could not fetch the JWKS at %s: %s", self.url, exc)
+                return
+            self._keys, self._fetched_at = keys, time.monotonic()
+
+    async def _fetch(self) -> dict[str, jwt.PyJWK]:
+        # A client per fetch: fetches are rare, and a client kept across them would be bound
+        # to whichever event loop made it (the test client runs the app on a loop of its own).
+        async with httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport) as client:
+            response = await client.get(self.url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document = response.json()
+        self.fetches += 1
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in document.get("keys", []) if isinstance(document, dict) else []:
+            key = _public_key(data)
+            if key is not None:
+                keys[key.key_id or f"#{len(keys)}"] = key
+        if not keys:
+            raise ValueError("the JWKS holds no usable EdDSA, RS256 or ES256 signing key")
+        return keys
+
+
+def _public_key(data: Any) -> jwt.PyJWK | None:
+    """A JWKS entry as a key, or None for what this server must not or cannot use."""
+    if not isinstance(data, dict) or data.get("use", "sig") != "sig":
+        return None
+    try:
+        key = jwt.PyJWK(data)
+    except (jwt.PyJWKError, jwt.InvalidKeyError, TypeError, ValueError):
+        return None
+    # Symmetric (kty "oct") and other algorithms stay out, whatever the document says.
+    return key if key.algorithm_name in ASYMMETRIC_ALGORITHMS else None
+
+
+_MISSING = {
+    "exp": "The token has no expiry (exp).",
+    "iss": "The token's issuer (iss) is not accepted.",
+    "aud": "The token's audience (aud) is not accepted.",
+    "sub": "The token has no user (sub).",
+}
+
+
 class Authenticator:
-    def __init__(self, secret: str):
+    """Verifies bearer tokens; issues HS256 ones when it has a secret."""
+
+    def __init__(
+        self, secret: str | None, *, jwks: JWKSKeys | None = None, issuer: str | None = None,
+        audience: str | None = None, leeway_s: float = 5.0,
+    ):
         self._secret = secret
+        self.jwks = jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway_s = leeway_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        """HS256 with ``JWT_SECRET``, JWKS with ``JWT_JWKS_URL``, either or both; dev mode has
+        neither and signs with a local secret."""
+        jwks = None
+        if settings.jwt_jwks_url:
+            jwks = JWKSKeys(settings.jwt_jwks_url, refresh_interval_s=settings.jwt_jwks_refresh_s,
+                            max_age_s=settings.jwt_jwks_max_age_s)
+        secret = load_secret(settings) if settings.jwt_secret or not jwks else None
+        return cls(secret, jwks=jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                   leeway_s=settings.jwt_leeway_s)
 
     def issue(self, user_id: str, ttl_s: int = 7 * 24 * 3600) -> str:
+        if not self._secret:
+            raise AuthError("This server has no JWT_SECRET: its tokens come from the identity provider.")
         now = int(time.time())
-        return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl_s}, self._secret, algorithm="HS256")
+        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
+        if self._issuer:
+            claims["iss"] = self._issuer
+        if self._audience:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._secret, algorithm="HS256")
 
-    def user_of(self, token: str) -> str:
+    async def user_of(self, token: str) -> str:
+        """The token's user; AuthError (401) unless it is valid, KeysUnavailable (503)."""
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["sub"]})
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthError("The token is not valid.") from None
+        algorithm = header.get("alg")
+        key: Any
+        if algorithm == "HS256" and self._secret:
+            key, required = self._secret, ["sub"]
+        elif isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
+            key, required = await self.jwks.key_for(header.get("kid")), ["sub", "exp"]
+            algorithm = key.algorithm_name  # the key's type decides, not the header
+        else:
+            raise AuthError("The token's signing algorithm is not accepted.")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[algorithm], issuer=self._issuer, audience=self._audience,
+                leeway=self._leeway_s,
+                # Without JWT_AUDIENCE an aud claim is not checked (PyJWT would reject any).
+                options={"require": required, "verify_aud": self._audience is not None},
+            )
         except jwt.ExpiredSignatureError:
             raise AuthError("The token has expired.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(_MISSING.get(exc.claim, "The token is not valid.")) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("The token's issuer (iss) is not accepted.") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("The token's audience (aud) is not accepted.") from None
         except jwt.InvalidTokenError:
             raise AuthError("The token is not valid.") from None
         subject = claims.get("sub")
@@ -59,12 +229,21 @@ class Authenticator:
             raise AuthError("The token has no user (sub).")
         return subject
 
-    def check(self, token: str | None, user_id: str) -> None:
-        """Raise AuthError (401) or PermissionError (403) unless the token is ``user_id``'s."""
-        if not token:
-            raise AuthError("Missing bearer token.")
-        if self.user_of(token) != user_id:
-            raise PermissionError("This token belongs to another user.")
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """Browser front ends on other origins (ChatKit's UI runs in an iframe on OpenAI's CDN) may
+    call the API with a bearer token; without ``CORS_ORIGINS`` no CORS header is ever sent."""
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        # Bearer tokens travel in a header, never in cookies: no credentials mode.
+        allow_credentials=False,
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -72,19 +251,21 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def authenticate(request: Request, authenticator: Authenticator) -> str:
+async def authenticate(request: Request, authenticator: Authenticator) -> str:
     """The user the request's bearer token names."""
     token = bearer_token(request)
     try:
         if not token:
             raise AuthError("Missing bearer token.")
-        return authenticator.user_of(token)
+        return await authenticator.user_of(token)
     except AuthError as exc:
         raise NotAuthorizedException(exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
+    except KeysUnavailable as exc:
+        raise ServiceUnavailableException(str(exc), headers={"Retry-After": "30"}) from None
 
 
 async def provide_user(request: Request, user_id: FromPath[str], authenticator: NamedDependency[Authenticator]) -> str:
     """The path's user, once the bearer token proves the caller is that user."""
-    if authenticate(request, authenticator) != user_id:
+    if await authenticate(request, authenticator) != user_id:
         raise PermissionDeniedException("This token belongs to another user.")
     return user_id

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from app.auth import Authenticator, load_secret, provide_user
+from app.auth import Authenticator, cors_config, provide_user
 from app.errors import chat_error_response
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         )
         await runs.open()
-        authenticator = Authenticator(load_secret(settings))
+        authenticator = Authenticator.from_settings(settings)
         app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
         log.info("model: %s (%s, %s api%s); tracing %s; database: %s", provider.name, provider.model_name,
                  provider.api, f" at {provider.base_url}" if provider.base_url else "",
@@ -100,5 +100,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={ChatError: chat_error_response},
         request_max_body_size=settings.max_body_bytes,
+        cors_config=cors_config(settings),
         openapi_config=OpenAPIConfig(title="Todo chat server", version="0.1.0"),
     )

@@ -21,6 +21,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "data"
     database_url: str = ""  # default: sqlite:///<DATA_DIR>/chat.sqlite3
     jwt_secret: str | None = None
+    # An identity provider's JWKS (EdDSA, RS256, ES256 tokens); works beside JWT_SECRET (HS256).
+    jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # min. gap between refetches on an unknown kid
+    jwt_jwks_max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0  # refetch keys at least this often
+    jwt_issuer: str | None = None  # when set, every token's iss must equal it
+    jwt_audience: str | None = None  # when set, every token's aud must contain it
+    jwt_leeway_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0  # clock skew allowed on exp, nbf, iat
+    cors_origins: str = ""  # comma-separated browser origins allowed cross-origin; default: none (no CORS headers)
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     chat_model: str | None = None
@@ -46,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def dev_mode(self) -> bool:
-        return not self.jwt_secret
+        return not self.jwt_secret and not self.jwt_jwks_url
 
 
 class SettingsError(ValueError):

@@ -161,7 +161,7 @@ async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id
             if not isinstance(frame, AuthFrame):
                 raise AuthError("Authenticate first: ?token=… or a {\"type\":\"auth\",\"token\":…} frame.")
             token = frame.token
-        if authenticator.user_of(token) != user_id:
+        if await authenticator.user_of(token) != user_id:
             raise AuthError("This token belongs to another user.")
         return True
     except (AuthError, msgspec.DecodeError, TimeoutError) as exc:
