@@ -6,11 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from litestar import Litestar, Router
+from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.response import File
+from litestar.static_files import create_static_files_router
 
 from app.auth import Authenticator, cors_config, provide_user
 from app.errors import chat_error_response
@@ -28,6 +31,14 @@ from transports.sse import SSEController
 from transports.websocket import chat_socket
 
 log = logging.getLogger("chat_server")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@get("/", include_in_schema=False, media_type=MediaType.HTML)
+async def chat_page() -> File:
+    """The chat page; its script and styles are served under ``/static/``."""
+    return File(STATIC_DIR / "index.html", content_disposition_type="inline")
 
 
 def _from_state(name: str) -> Provide:
@@ -89,7 +100,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"user": Provide(provide_user)},
     )
     return Litestar(
-        route_handlers=[api, ChatKitController, health],
+        route_handlers=[
+            api, ChatKitController, health,
+            chat_page, create_static_files_router("/static", [STATIC_DIR], name="page_static"),
+        ],
         lifespan=[lifespan],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
