@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
+from litestar.logging import LoggingConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.auth import Authenticator, cors_config, provide_user
-from app.errors import chat_error_response
+from app.broker import ChannelsCancelBroker, broker_backend, channels_plugin
+from app.errors import chat_error_response, internal_error_response
+from app.openapi import asyncapi_document, explorer_assets, openapi_config
+from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
@@ -48,60 +52,75 @@ def _from_state(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
+def logging_config(level: str) -> LoggingConfig:
+    return LoggingConfig(
+        filters={"request_id": {"()": "app.request_id.RequestIdFilter"}},
+        formatters={"standard": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+        handlers={
+            "console": {"class": "logging.StreamHandler", "formatter": "standard", "filters": ["request_id"]}
+        },
+        root={"handlers": ["console"], "level": level},
+        loggers={"litestar": {"level": "WARNING", "propagate": True}},
+    )
+
+
+def run_settings(settings: Settings) -> RunSettings:
+    return RunSettings(
+        max_turns=settings.max_turns, tracing=settings.openai_agents_tracing,
+        max_run_duration_s=settings.max_run_duration_s, lease_s=settings.run_lease_s,
+        limits=RunLimits(
+            active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute
+        ),
+    )
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = await open_database(settings.database)
-        model_config = ModelConfig(
-            api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
-            api=settings.openai_api, timeout_s=settings.model_timeout_s,
-            offline_token_delay_ms=settings.offline_token_delay_ms,
-        )
-        model, model_settings, provider = build_model(model_config)
-        configure_tracing(settings.openai_agents_tracing, model_config)
-        runs = RunManager(
-            db, todo_agent(model, model_settings),
-            RunSettings(
-                max_turns=settings.max_turns, tracing=settings.openai_agents_tracing,
-                max_run_duration_s=settings.max_run_duration_s,
-                limits=RunLimits(
-                    active_runs_per_user=settings.max_active_runs_per_user,
-                    messages_per_minute=settings.messages_per_minute,
-                ),
-            ),
-        )
-        await runs.open()
-        authenticator = Authenticator.from_settings(settings)
-        app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
-        log.info("model: %s (%s, %s api%s); tracing %s; database: %s", provider.name, provider.model_name,
-                 provider.api, f" at {provider.base_url}" if provider.base_url else "",
-                 "on" if settings.openai_agents_tracing else "off", db.engine_type)
-        if settings.dev_mode:
-            link = f"{settings.public_url}/#token={authenticator.issue('demo')}"
-            log.warning(
-                "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
-                "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
+        async with AsyncExitStack() as stack:
+            db = await open_database(settings.database)
+            stack.push_async_callback(close_database, db)
+            model_config = ModelConfig(
+                api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
+                api=settings.openai_api, timeout_s=settings.model_timeout_s,
+                offline_token_delay_ms=settings.offline_token_delay_ms,
             )
-        restore_signals = on_shutdown_signal(lambda: asyncio.ensure_future(runs.close()))
-        try:
+            model, model_settings, provider = build_model(model_config)
+            stack.push_async_callback(close_model, model)
+            configure_tracing(settings.openai_agents_tracing, model_config)
+            broker = None
+            if backend := broker_backend(settings):
+                broker_name, channels = backend[0], channels_plugin(backend[1])
+                broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
+            runs = RunManager(db, todo_agent(model, model_settings), run_settings(settings), broker)
+            await runs.open()
+            stack.push_async_callback(runs.close)
+            authenticator = Authenticator.from_settings(settings)
+            app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
+            log.info("model: %s (%s, %s api%s); tracing %s; database: %s; broker: %s", provider.name,
+                     provider.model_name, provider.api, f" at {provider.base_url}" if provider.base_url else "",
+                     "on" if settings.openai_agents_tracing else "off", db.engine_type,
+                     broker_name if broker else "none (single process)")
+            if settings.dev_mode:
+                link = f"{settings.public_url}/#token={authenticator.issue('demo')}"
+                log.warning(
+                    "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
+                    "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
+                )
+            stack.callback(on_shutdown_signal(lambda: asyncio.ensure_future(runs.close())))
             yield
-        finally:
-            restore_signals()
-            await runs.close()
-            await close_model(model)
-            await close_database(db)
 
     api = Router(
         path="/api/{user_id:str}",
         route_handlers=[SSEController, ChatController, ConversationController, TaskController, chat_socket],
         dependencies={"user": Provide(provide_user)},
+        security=[{"BearerToken": []}],
     )
     return Litestar(
         route_handlers=[
-            api, ChatKitController, health,
+            api, ChatKitController, health, explorer_assets(), asyncapi_document,
             chat_page, create_static_files_router("/static", [STATIC_DIR], name="page_static"),
         ],
         lifespan=[lifespan],
@@ -112,8 +131,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "authenticator": _from_state("authenticator"),
             "provider": _from_state("provider"),
         },
-        exception_handlers={ChatError: chat_error_response},
+        exception_handlers={ChatError: chat_error_response, HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response},
+        middleware=[RequestIdMiddleware],
+        logging_config=logging_config(settings.log_level),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
-        openapi_config=OpenAPIConfig(title="Todo chat server", version="0.1.0"),
+        openapi_config=openapi_config(),
     )

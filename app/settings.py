@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_active_runs_per_user: Positive = 4
     messages_per_minute: Positive = 30
     max_run_duration_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    run_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     public_url: str = "http://127.0.0.1:8000"

@@ -10,7 +10,8 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain.database import write_transaction
-from domain.tables import Conversation, Message
+from domain.errors import RunActive
+from domain.tables import Conversation, Message, Run
 
 Role = Literal["user", "assistant", "tool", "hidden"]
 MessageStatus = Literal["completed", "cancelled", "failed", "interrupted"]
@@ -114,6 +115,8 @@ async def delete_conversation(db: Engine, user_id: str, conversation_id: str) ->
     if key is None:
         return False
     async with write_transaction(db):
+        if await Run.exists().where(Run.conversation == key, Run.status == "running"):
+            raise RunActive("A reply is still being written in this conversation; cancel it first.")
         # Messages, runs and run events go with it (ON DELETE CASCADE; Piccolo enables
         # SQLite's foreign keys on every connection).
         rows = await (

@@ -76,3 +76,11 @@ def encode(event: Event) -> bytes:
 
 def decode(data: bytes | str) -> Event:
     return _decoder.decode(data)
+
+
+_DONE_PREFIX = b'{"type":"done"'
+
+
+def is_done(payload: bytes) -> bool:
+    """Cheap test on encoded bytes: msgspec writes the tag first."""
+    return payload.startswith(_DONE_PREFIX)

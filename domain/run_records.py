@@ -85,7 +85,8 @@ async def _check_limits(user_id: str, limits: RunLimits, started: datetime) -> N
 
 
 async def begin_run(
-    db: Engine, user_id: str, message: str, conversation_id: str | None, limits: RunLimits = RunLimits()
+    db: Engine, user_id: str, message: str, conversation_id: str | None, limits: RunLimits = RunLimits(),
+    instance: str | None = None,
 ) -> NewRun:
     """Write the user's message and a running run, in one transaction; nothing on refusal."""
     started = now()
@@ -116,7 +117,7 @@ async def begin_run(
         )
         await Run.insert(
             Run(id=run_id, conversation=key, user_id=user_id, status="running", message_id=str(message_id),
-                created_at=started)
+                created_at=started, instance=instance, heartbeat_at=started)
         )
     return NewRun(
         run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
@@ -194,15 +195,37 @@ async def event_payloads(run_id: str, after: int = 0) -> list[bytes]:
     return [row["payload"].encode() for row in rows]
 
 
-async def mark_interrupted(db: Engine, run_ids: Sequence[str] | None = None) -> list[str]:
-    """Close runs a crash left ``running``: save their partial text from the stored events
-    and append the ``done`` event a resuming client waits for. ``None``: every such run."""
-    query = Run.select(Run.id, Run.conversation, Run.message_id).where(Run.status == "running")
-    if run_ids is not None:
-        query = query.where(Run.id.is_in([uuid.UUID(r) for r in run_ids]))
+async def renew_leases(db: Engine, run_ids: Sequence[str]) -> None:
+    if run_ids:
+        async with write_transaction(db):
+            await Run.update({Run.heartbeat_at: now()}).where(Run.id.is_in([uuid.UUID(r) for r in run_ids]))
+
+
+async def stale_runs(lease_s: float) -> list[str]:
+    """Runs still ``running`` whose instance stopped renewing their lease."""
+    cutoff = now() - timedelta(seconds=lease_s)
+    rows = await Run.select(Run.id).where(
+        Run.status == "running", (Run.heartbeat_at < cutoff) | (Run.heartbeat_at.is_null())
+    )
+    return [str(row["id"]) for row in rows]
+
+
+async def mark_interrupted(db: Engine, run_ids: Sequence[str]) -> list[str]:
+    """Close runs a dead instance left ``running``: save their partial text from the stored
+    events and append the ``done`` event a resuming client waits for."""
+    query = Run.select(Run.id, Run.conversation, Run.message_id).where(
+        Run.status == "running", Run.id.is_in([uuid.UUID(r) for r in run_ids] or [uuid.UUID(int=0)])
+    )
     closed: list[str] = []
     for row in await query:
         run_id = str(row["id"])
+        async with write_transaction(db):
+            # Claim it first: several instances may sweep the same dead instance's runs.
+            claimed = await Run.update({Run.status: "interrupted"}).where(
+                Run.id == row["id"], Run.status == "running"
+            ).returning(Run.id)
+        if not claimed:
+            continue
         payloads = await event_payloads(run_id)
         text: list[str] = []
         tools: dict[str, ToolRecord] = {}

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from agents import Agent, RunConfig, Runner
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 class RunSettings(msgspec.Struct, frozen=True):
     max_turns: int = 10
+    lease_s: float = 15.0
+    remote_poll_s: float = 0.1
     max_run_duration_s: float = 300.0
     limits: RunLimits = RunLimits()
     flush_interval_s: float = 0.25
@@ -132,23 +137,42 @@ class ActiveRun:
         )
 
 
+class CancelBroker(Protocol):
+    """Carries cancel requests between server instances (a run executes on exactly one)."""
+
+    async def request_cancel(self, run_id: str) -> None: ...
+
+    def cancel_requests(self) -> AsyncIterator[str]: ...
+
+
 class RunManager:
-    def __init__(self, db: Engine, agent: Agent[TodoContext], settings: RunSettings = RunSettings()):
+    def __init__(
+        self,
+        db: Engine,
+        agent: Agent[TodoContext],
+        settings: RunSettings = RunSettings(),
+        broker: CancelBroker | None = None,
+    ):
         self.db = db
         self.agent = agent
         self.settings = settings
+        self.broker = broker
+        self.instance = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._active: dict[str, ActiveRun] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._save_lock = asyncio.Lock()
         self._closed: asyncio.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        closed = await run_records.mark_interrupted(self.db)
-        if closed:
-            log.warning("marked %d run(s) left running by a previous process as interrupted", len(closed))
-        self._flusher = asyncio.create_task(self._flush_forever(), name="run-event-flusher")
+        await self._sweep()
+        self._background = [
+            asyncio.create_task(self._flush_forever(), name="run-event-flusher"),
+            asyncio.create_task(self._keep_leases_forever(), name="run-leases"),
+        ]
+        if self.broker is not None:
+            self._background.append(asyncio.create_task(self._obey_cancels_forever(), name="run-cancels"))
 
     async def close(self) -> None:
         """End every active run as ``interrupted`` (text saved), then stop. Idempotent: the
@@ -164,10 +188,9 @@ class RunManager:
         if runs:
             waits = [asyncio.ensure_future(r.persisted.wait()) for r in runs]
             await asyncio.wait(waits, timeout=self.settings.shutdown_grace_s)
-        if self._flusher:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- commands --------------------------------------------------------------------
 
@@ -178,7 +201,9 @@ class RunManager:
             busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
             if busy is not None and busy.user_id == user_id:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
-        new = await run_records.begin_run(self.db, user_id, message, conversation_id, self.settings.limits)
+        new = await run_records.begin_run(
+            self.db, user_id, message, conversation_id, self.settings.limits, self.instance
+        )
         history = conversations.history_items(
             await conversations.list_messages(new.conversation_id, include_hidden=True)
         )
@@ -197,16 +222,22 @@ class RunManager:
         record = await run_records.get_run(user_id, run_id)
         if record is None:
             raise NotFound("No such run.")
-        raise RunFinished("This run has already finished.")
+        if record.status != "running" or self.broker is None:
+            raise RunFinished("This run has already finished.")
+        # It runs on another instance: that one stops it when the broker tells it.
+        await self.broker.request_cancel(run_id)
 
     async def follow(self, user_id: str, run_id: str) -> RunFollower:
         """A reader of a run's events, live or finished; ``NotFound`` for another user's run."""
         run = self._active.get(run_id)
         if run is not None and run.user_id == user_id:
             return RunFollower(run.log, run_id)
-        if await run_records.get_run(user_id, run_id) is None:
+        record = await run_records.get_run(user_id, run_id)
+        if record is None:
             raise NotFound("No such run.")
-        return RunFollower(None, run_id)
+        # Running elsewhere: follow it through the run_event table until its done arrives.
+        live = record.status == "running"
+        return RunFollower(None, run_id, poll_s=self.settings.remote_poll_s if live else None)
 
     def active_run(self, user_id: str, run_id: str) -> ActiveRun | None:
         run = self._active.get(run_id)
@@ -277,6 +308,31 @@ class RunManager:
             self._active.pop(run.id, None)
             run.persisted.set()
 
+    async def _sweep(self) -> None:
+        closed = await run_records.mark_interrupted(self.db, await run_records.stale_runs(self.settings.lease_s))
+        if closed:
+            log.warning("marked %d run(s) of a stopped server instance as interrupted", len(closed))
+
+    async def _keep_leases_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await run_records.renew_leases(self.db, list(self._active))
+                await self._sweep()
+            except Exception:
+                log.exception("could not renew run leases")
+
+    async def _obey_cancels_forever(self) -> None:
+        assert self.broker is not None
+        while True:
+            try:
+                async for run_id in self.broker.cancel_requests():
+                    if (run := self._active.get(run_id)) is not None:
+                        self.stop(run, "cancelled")
+            except Exception:
+                log.exception("the cancel subscription failed; subscribing again")
+                await asyncio.sleep(1)
+
     async def _flush_forever(self) -> None:
         """Save pending events of every active run in one batch, off the streaming path."""
         while True:
@@ -301,20 +357,35 @@ class RunManager:
 
 
 class RunFollower:
-    """Reads one run from a sequence number on: from memory while it runs, else from the database."""
+    """Reads one run from a sequence number on: from memory while it runs here, else from
+    the database (polling every ``poll_s`` while it runs on another instance)."""
 
-    def __init__(self, log: RunLog | None, run_id: str):
+    def __init__(self, log: RunLog | None, run_id: str, poll_s: float | None = None):
         self._log = log
         self.run_id = run_id
+        self._poll_s = poll_s
 
     async def batches(self, after: int = 0, idle_s: float | None = None) -> AsyncIterator[list[bytes]]:
         if self._log is not None:
             async for batch in self._log.read(after, idle_s):
                 yield batch
             return
-        stored = await run_records.event_payloads(self.run_id, after)
-        if stored:
-            yield stored
+        cursor, quiet = after, 0.0
+        while True:
+            stored = await run_records.event_payloads(self.run_id, cursor)
+            if stored:
+                cursor += len(stored)
+                quiet = 0.0
+                yield stored
+                if events.is_done(stored[-1]):
+                    return
+            if self._poll_s is None:
+                return
+            await asyncio.sleep(self._poll_s)
+            quiet += self._poll_s
+            if idle_s is not None and quiet >= idle_s:
+                quiet = 0.0
+                yield []
 
 
 def _json_value(output: Any) -> Any:

@@ -65,6 +65,10 @@ class Run(Table):
     error_code = Varchar(length=64, null=True, default=None)
     created_at = Timestamptz()
     finished_at = Timestamptz(null=True, default=None)
+    # The lease: the instance running it renews heartbeat_at; a stale one means that
+    # instance died, and any instance may mark the run interrupted.
+    instance = Varchar(length=64, null=True, default=None)
+    heartbeat_at = Timestamptz(null=True, default=None, index=True)
 
 
 class RunEvent(Table):

@@ -151,7 +151,7 @@ def test_sigterm_ends_active_runs_as_interrupted(settings):
 
 def test_runs_left_running_by_a_crash_are_interrupted_at_start_up(settings):
     slow = msgspec.structs.replace(settings, offline_token_delay_ms=50)
-    server = ServerProcess(slow)
+    server = ServerProcess(slow, RUN_LEASE_S="1")
     try:
         with httpx.Client(base_url=server.url, headers=auth("alice"), timeout=30) as http:
             with http.stream("POST", "/api/alice/chat/stream",
@@ -163,8 +163,9 @@ def test_runs_left_running_by_a_crash_are_interrupted_at_start_up(settings):
     finally:
         server.stop()
     assert run_status(settings.database, start["run_id"]) == "running"
+    time.sleep(1.2)  # the dead instance's lease runs out
 
-    restarted = ServerProcess(slow)
+    restarted = ServerProcess(slow, RUN_LEASE_S="1")
     try:
         assert run_status(settings.database, start["run_id"]) == "interrupted"
         with httpx.Client(base_url=restarted.url, headers=auth("alice"), timeout=30) as http:

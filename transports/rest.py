@@ -17,6 +17,7 @@ from domain.conversations import ConversationView, MessageView
 from domain.models import ModelProvider
 from domain.runs import RunManager, RunReply
 from domain.tasks import TaskFilter, TaskView
+from transports.docs import AUTH_ERRORS, CHAT_ERRORS, ConflictException
 from transports.requests import ChatRequest, checked_message
 
 
@@ -36,7 +37,8 @@ class CancelAccepted(msgspec.Struct, frozen=True):
 class ChatController(Controller):
     tags = ["chat"]
 
-    @post("/chat", status_code=200, summary="Send a message and get the whole reply (no streaming)")
+    @post("/chat", status_code=200, summary="Send a message and get the whole reply (no streaming)",
+          raises=CHAT_ERRORS)
     async def chat(
         self,
         user: NamedDependency[str],
@@ -48,7 +50,9 @@ class ChatController(Controller):
         await run.finished.wait()
         return run.reply()
 
-    @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply")
+    @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply",
+          description="Stops the model and any running tool; the run ends with `done{status: cancelled}`.",
+          raises=[*AUTH_ERRORS, NotFoundException, ConflictException])
     async def cancel_run(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], run_id: FromPath[str]
     ) -> CancelAccepted:
@@ -60,13 +64,14 @@ class ConversationController(Controller):
     path = "/conversations"
     tags = ["conversations"]
 
-    @get("/", summary="List conversations, most recent first")
+    @get("/", summary="List conversations, most recent first", raises=AUTH_ERRORS)
     async def list_conversations(
         self, user: NamedDependency[str], limit: FromQuery[int] = 50
     ) -> list[ConversationView]:
         return await conversations.list_conversations(user, max(1, min(limit, 200)))
 
-    @get("/{conversation_id:str}", summary="A conversation with its messages")
+    @get("/{conversation_id:str}", summary="A conversation with its messages",
+         raises=[*AUTH_ERRORS, NotFoundException])
     async def get_conversation(
         self, user: NamedDependency[str], conversation_id: FromPath[str]
     ) -> ConversationDetail:
@@ -79,7 +84,8 @@ class ConversationController(Controller):
             messages=messages,
         )
 
-    @delete("/{conversation_id:str}", summary="Delete a conversation, its messages and runs")
+    @delete("/{conversation_id:str}", summary="Delete a conversation, its messages and runs",
+            raises=[*AUTH_ERRORS, NotFoundException, ConflictException])
     async def delete_conversation(
         self, user: NamedDependency[str], db: NamedDependency[Engine], conversation_id: FromPath[str]
     ) -> None:
@@ -91,11 +97,11 @@ class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
 
-    @get("/", summary="The user's tasks")
+    @get("/", summary="The user's tasks", raises=AUTH_ERRORS)
     async def list_tasks(self, user: NamedDependency[str], status: FromQuery[TaskFilter] = "all") -> list[TaskView]:
         return await tasks.list_tasks(user, status)
 
-    @get("/{task_id:int}", summary="One task")
+    @get("/{task_id:int}", summary="One task", raises=[*AUTH_ERRORS, NotFoundException])
     async def get_task(self, user: NamedDependency[str], task_id: FromPath[int]) -> TaskView:
         found = await tasks.get_task(user, task_id)
         if found is None:
