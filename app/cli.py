@@ -1,4 +1,4 @@
-"""``chat-server``: serve, migrate, token."""
+"""``chat-server``: serve, migrate, token, chat."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from app.chat_client import main as chat_main
+
+    return chat_main(args.url, args.user, args.transport, args.token)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="chat-server", description="A streaming Todo chat server.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -58,6 +64,15 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="lifetime in seconds (default: 7 days)")
     token.set_defaults(handler=_token)
+
+    chat = commands.add_parser("chat", help="talk to a running server from the terminal")
+    chat.add_argument("--url", help="the server (default: PUBLIC_URL, http://127.0.0.1:8000)")
+    chat.add_argument("--user", help="the user to talk as (default: the token's user, else demo)")
+    chat.add_argument("--transport", choices=["sse", "ws"], default="sse", help="default: sse")
+    chat.add_argument(
+        "--token", help="a JWT (default: CHAT_TOKEN, else one signed with the server's JWT_SECRET or dev secret)"
+    )
+    chat.set_defaults(handler=_chat)
     return root
 
 
