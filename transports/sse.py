@@ -68,7 +68,8 @@ class SSEController(Controller):
         summary="Send a message and stream the reply (SSE)",
         description="Starts a run and streams its events. Closing the stream is Stop, unless "
         "`on_disconnect` is `continue`: then the run finishes and can be resumed.",
-        media_type="text/event-stream",
+        # No media_type here: Litestar gives error responses the handler's media type, so a 4xx
+        # JSON body went out as text/event-stream. The Stream and SSE_RESPONSE carry the type.
         responses=SSE_RESPONSE,
         raises=CHAT_ERRORS,
     )
@@ -91,7 +92,6 @@ class SSEController(Controller):
         summary="Resume a run's event stream (SSE with id: lines)",
         description="Replays the events after `Last-Event-ID` (or `?after=`), then follows the run live "
         "until `done`. Works for running and finished runs.",
-        media_type="text/event-stream",
         responses=RESUME_RESPONSE,
         raises=[*AUTH_ERRORS, NotFoundException],
     )
