@@ -11,6 +11,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -126,9 +127,7 @@ def assistant_messages(settings: Settings, run_id: str) -> list[tuple]:
                                          "AND run_id = $1", run_id)
 
 
-def _run_key(settings: Settings, run_id: str):
-    import uuid
-
+def _run_key(settings: Settings, run_id: str) -> str | uuid.UUID:
     return run_id if settings.database.startswith("sqlite") else uuid.UUID(run_id)
 
 
@@ -259,7 +258,8 @@ def test_a_stream_that_breaks_midway_keeps_the_partial_text_as_failed(model_sett
 
     assert types_of(events) == ["start", "text", "text", "error", "done"]
     assert events[3]["code"] == "model_unavailable" and events[4]["status"] == "failed"
-    assert run_row(model_settings, events[0]["run_id"])[::3] == ("failed", "model_unavailable")
+    status, _, _, error_code = run_row(model_settings, events[0]["run_id"])
+    assert (status, error_code) == ("failed", "model_unavailable")
     assert assistant_messages(model_settings, events[0]["run_id"]) == [("Adding buy milk ", "failed")]
     assert [(m["role"], m["content"], m["status"]) for m in detail["messages"]] == [
         ("user", "add buy milk", "completed"), ("assistant", "Adding buy milk ", "failed"),
