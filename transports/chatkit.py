@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +24,8 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 from litestar.response import Stream
 from piccolo.engine.base import Engine
 
@@ -32,6 +35,7 @@ from domain import conversations, events
 from domain.conversations import ConversationView, MessagePage, MessageView, ToolRecord
 from domain.errors import ChatError, NotFound
 from domain.runs import ActiveRun, RunManager
+from transports.docs import CHAT_ERRORS
 from transports.chatkit_types import (
     ActiveStatus,
     AssistantMessageItem,
@@ -480,6 +484,64 @@ def stream_for(request: StreamingRequest, user: str, runs: RunManager, db: Engin
     return unsupported_stream(request.__struct_config__.tag)
 
 
+# -- the route ---------------------------------------------------------------------------
+
+def _inlined(*types: Any) -> dict[str, Any]:
+    """msgspec's JSON schema of ``types`` (any of them) with every ``$ref`` replaced by its
+    definition: Litestar keeps no custom components, and these types are not recursive."""
+    schemas, definitions = msgspec.json.schema_components(types)
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schemas[0]) if len(schemas) == 1 else {"anyOf": inline(list(schemas))}
+
+
+class Empty(msgspec.Struct):
+    """``{}``: what delete and feedback answer."""
+
+
+_REQUEST_SCHEMA = _inlined(ChatKitRequest)
+_JSON_ANSWER_SCHEMA = _inlined(Thread, ThreadPage, ItemPage, Empty)
+
+
+@dataclass
+class _ChatKitOperation(Operation):
+    """The body is decoded by the handler (auth first, then clear 400s), so Litestar does not
+    see it: document it here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="A ChatKit request envelope; `type` selects the operation.",
+            content={"application/json": OpenAPIMediaType(schema=_REQUEST_SCHEMA)},  # type: ignore[arg-type]
+        )
+        ok = (self.responses or {}).get("200")
+        if ok is not None and not isinstance(ok, Reference) and ok.content is not None:
+            ok.content["application/json"] = OpenAPIMediaType(schema=_JSON_ANSWER_SCHEMA)  # type: ignore[arg-type]
+
+
+_STREAM_RESPONSE = {
+    200: ResponseSpec(
+        data_container=StreamEvent,
+        media_type="text/event-stream",
+        generate_examples=False,
+        description=(
+            "Streaming types: `data: <ChatKit event JSON>\\n\\n` frames (this schema), ending when the "
+            "reply is done or after an `error` event. Other types answer `application/json`: a Thread "
+            "(`threads.get_by_id`, `threads.update`), a page of threads (`threads.list`) or of items "
+            "(`items.list`), or `{}` (`threads.delete`, `items.feedback`)."
+        ),
+    )
+}
+
+
 class ChatKitController(Controller):
     path = "/chatkit"
     tags = ["chatkit"]
@@ -493,6 +555,10 @@ class ChatKitController(Controller):
             "`threads.add_user_message` and `threads.retry_after_item` answer an event stream "
             "(`data: <json>` frames); closing it stops the reply. The other types answer JSON."
         ),
+        responses=_STREAM_RESPONSE,
+        raises=CHAT_ERRORS,
+        security=[{"BearerToken": []}],
+        operation_class=_ChatKitOperation,
     )
     async def chatkit(
         self,
