@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -18,10 +20,14 @@ from piccolo.engine.base import Engine  # noqa: E402
 from piccolo.engine.postgres import PostgresEngine  # noqa: E402
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType  # noqa: E402
 
+import asyncpg  # noqa: E402
+
 from domain import piccolo_conf  # noqa: E402
 from domain.tables import TABLES  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK_KEY = 0x63686174  # "chat"
 
 
 class DatabaseUrlError(ValueError):
@@ -58,8 +64,26 @@ async def open_database(url: str) -> Engine:
     elif isinstance(engine, SQLiteEngine):
         # WAL lets readers go on while one run writes.
         await engine.run_ddl("PRAGMA journal_mode=WAL")
-    await migrate()
+    async with _migration_lock(url, engine):
+        await migrate()
     return engine
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(url: str, engine: Engine):
+    """Instances starting together (workers, a scaled deployment) migrate one at a time."""
+    if isinstance(engine, PostgresEngine):
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+            yield
+        finally:
+            await connection.close()  # releases the session lock
+    else:
+        path = Path(engine.path).with_suffix(".migrate-lock")
+        with open(path, "w") as file:
+            await asyncio.to_thread(fcntl.flock, file, fcntl.LOCK_EX)
+            yield
 
 
 async def close_database(engine: Engine) -> None:

@@ -168,7 +168,7 @@ def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
 class ServerProcess:
     """``chat-server serve`` as a real process, for signals and kill -9."""
 
-    def __init__(self, settings: Settings, **env: str):
+    def __init__(self, settings: Settings, *, wait: bool = True, **env: str):
         import socket
         import subprocess
         import sys
@@ -186,9 +186,13 @@ class ServerProcess:
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
             env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         import httpx
 
-        for _ in range(300):
+        for _ in range(600):
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
