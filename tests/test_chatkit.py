@@ -330,6 +330,24 @@ def test_a_failure_mid_stream_is_an_error_event_that_ends_the_stream(client, mon
     assert "the model fell over" not in json.dumps(events)
 
 
+def test_an_unexpected_server_failure_is_an_error_event_not_a_broken_stream(client, monkeypatch, settings):
+    from domain import conversations
+
+    async def broken(run_id: str):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(conversations, "user_message_of_run", broken)
+    events = stream_events(chatkit(client, create("add buy milk")))
+    assert events == [{"type": "error", "code": "custom", "allow_retry": True,
+                       "message": "Something went wrong on the server. Please try again."}]
+    for _ in range(100):  # the run it had started is stopped, not left running
+        if rows(settings, "SELECT status FROM run") == [("cancelled",)]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"run not cancelled: {rows(settings, 'SELECT status FROM run')}")
+
+
 def test_stop_by_disconnect_cancels_the_run_and_keeps_the_partial_reply(settings):
     live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=50))
     try:

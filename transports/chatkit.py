@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, post
@@ -34,8 +34,8 @@ from app.settings import Settings
 from domain import conversations, events
 from domain.conversations import ConversationView, MessagePage, MessageView, ToolRecord
 from domain.errors import ChatError, NotFound
+from domain.events import DoneStatus
 from domain.runs import ActiveRun, RunManager
-from transports.docs import CHAT_ERRORS
 from transports.chatkit_types import (
     ActiveStatus,
     AssistantMessageItem,
@@ -82,6 +82,7 @@ from transports.chatkit_types import (
     WorkflowItem,
     WorkflowTaskUpdated,
 )
+from transports.docs import CHAT_ERRORS
 from transports.requests import message_problem
 from transports.sse import SSE_HEADERS
 
@@ -105,7 +106,9 @@ def decode_request(body: bytes) -> ChatKitRequest:
         key = where.rstrip("`").removeprefix("$.") or "body"
         if key == "type":
             kind = _raw_type(body)
-            _bad_request(f"Unknown ChatKit request type {kind!r}." if kind else f"Invalid ChatKit request: {reason}.", key)
+            _bad_request(
+                f"Unknown ChatKit request type {kind!r}." if kind else f"Invalid ChatKit request: {reason}.", key
+            )
         _bad_request(f"Invalid ChatKit request: {reason}" + (f" (at {key})." if key != "body" else "."), key)
     except msgspec.DecodeError as exc:
         _bad_request(f"The body is not JSON ({exc}).", "body")
@@ -119,11 +122,11 @@ def _raw_type(body: bytes) -> str | None:
     return None
 
 
-def _bad_request(message: str, key: str) -> None:
+def _bad_request(message: str, key: str) -> NoReturn:
     raise ValidationException(message, extra=[{"message": message, "key": key, "source": "body"}])
 
 
-def _unsupported(kind: str, what: str) -> None:
+def _unsupported(kind: str, what: str) -> NoReturn:
     _bad_request(f"{kind} is not supported: this server {what}.", "type")
 
 
@@ -286,7 +289,7 @@ class ReplyTranslator:
         out.append(ThreadItemDone(item=item))
         return out
 
-    def _finish(self, status: str) -> list[StreamEvent]:
+    def _finish(self, status: DoneStatus) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         # Calls cut short are stored with this result (see ActiveRun.outcome): show the same.
         for call_id, (_, tool) in list(self._calls.items()):
@@ -387,8 +390,9 @@ async def message_stream(
     except ChatError as exc:
         yield error_frame(exc.message)
         return
-    async for frame in _follow(runs, run, _Turn(new_thread=thread_id is None, echo_user_message=True)):
-        yield frame
+    async with contextlib.aclosing(_follow(runs, run, _Turn(thread_id is None, echo_user_message=True))) as reply:
+        async for frame in reply:
+            yield frame
 
 
 async def retry_stream(runs: RunManager, db: Engine, user: str, thread_id: str, item_id: str) -> AsyncIterator[bytes]:
@@ -412,8 +416,20 @@ async def retry_stream(runs: RunManager, db: Engine, user: str, thread_id: str, 
     except BaseException:
         runs.stop(run, "cancelled")
         raise
-    async for frame in _follow(runs, run, _Turn(new_thread=False, echo_user_message=False)):
-        yield frame
+    async with contextlib.aclosing(_follow(runs, run, _Turn(new_thread=False, echo_user_message=False))) as reply:
+        async for frame in reply:
+            yield frame
+
+
+async def guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Any failure becomes an ``error`` event that ends the stream, never a broken body."""
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        try:
+            async for frame in stream:
+                yield frame
+        except Exception:
+            log.exception("ChatKit stream failed")
+            yield error_frame("Something went wrong on the server. Please try again.", allow_retry=True)
 
 
 async def unsupported_stream(kind: str) -> AsyncIterator[bytes]:
@@ -572,7 +588,7 @@ class ChatKitController(Controller):
         envelope = decode_request(await request.body())
         if isinstance(envelope, StreamingRequest):
             return Stream(
-                stream_for(envelope, user, runs, db, settings), media_type="text/event-stream",
+                guarded(stream_for(envelope, user, runs, db, settings)), media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
         return Response(await answer(envelope, user, db), media_type=MediaType.JSON, status_code=200)
