@@ -14,7 +14,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
-    load_settings()  # fail here, naming the variable, before uvicorn starts
+    settings = load_settings()  # fail here, naming the variable, before uvicorn starts
+    if args.workers > 1 and not settings.redis_url and not settings.database.startswith("postgres"):
+        # Each worker runs its own replies: a cancel or resume landing on another worker
+        # needs the broker, which needs PostgreSQL or Redis.
+        raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
     uvicorn.run(
         "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
         # Open streams would hold shutdown forever; runs end as "interrupted" well before this.

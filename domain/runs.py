@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
+import openai
 from agents import Agent, RunConfig, Runner
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
@@ -260,7 +261,10 @@ class RunManager:
             async with deadline:
                 result = Runner.run_streamed(
                     self.agent, history, context=context, max_turns=self.settings.max_turns,
-                    run_config=RunConfig(tracing_disabled=not self.settings.tracing),
+                    # Traces (when switched on) leave the machine: keep users' words out of them.
+                    run_config=RunConfig(
+                        tracing_disabled=not self.settings.tracing, trace_include_sensitive_data=False
+                    ),
                 )
                 async for sdk_event in result.stream_events():
                     run.on_sdk_event(sdk_event)
@@ -275,7 +279,10 @@ class RunManager:
                 )
             else:
                 code, message = classify(exc)
-            log.warning("run %s failed: %s", run.id, code, exc_info=exc)
+            # A provider's error body can echo the API key: log its type, not its text.
+            provider_error = isinstance(exc, openai.APIError)
+            log.warning("run %s failed: %s (%s)", run.id, code, type(exc).__name__,
+                        exc_info=None if provider_error else exc)
             run.status = "failed"
             run.error = run.emit(events.Error, code=code, message=message)
         finally:

@@ -4,6 +4,7 @@ the real app behind Litestar's test client, and the real app behind uvicorn on 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -168,7 +169,7 @@ def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
 class ServerProcess:
     """``chat-server serve`` as a real process, for signals and kill -9."""
 
-    def __init__(self, settings: Settings, *, wait: bool = True, **env: str):
+    def __init__(self, settings: Settings, *, wait: bool = True, workers: int = 1, **env: str):
         import socket
         import subprocess
         import sys
@@ -183,8 +184,9 @@ class ServerProcess:
             "OFFLINE_TOKEN_DELAY_MS": str(settings.offline_token_delay_ms), **env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
             env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() also ends its workers
         )
         if wait:
             self.wait_ready()
@@ -208,6 +210,8 @@ class ServerProcess:
         return self.process.stdout.read().decode() if self.process.stdout else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)

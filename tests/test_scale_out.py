@@ -148,3 +148,39 @@ def test_a_killed_instance_leaves_its_runs_to_be_interrupted(instances, shared_s
     assert fetch_rows(shared_settings.database, "SELECT status FROM run") == [("interrupted",)]
     assert fetch_rows(shared_settings.database,
                       "SELECT status FROM message WHERE role = 'assistant'") == [("interrupted",)]
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_two_workers_cancel_each_others_runs(shared_settings, broker):
+    server = ServerProcess(shared_settings, workers=2, **broker_env(broker))
+
+    async def one(n: int) -> str:
+        async with websockets.connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "chat", "message": "hello"}))
+            start = json.loads(await ws.recv())
+            # A new connection: the kernel may hand it to either worker.
+            async with httpx.AsyncClient(base_url=server.url, headers=auth("alice")) as http:
+                assert (await http.post(f"/api/alice/runs/{start['run_id']}/cancel")).status_code == 202
+            while (event := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "done":
+                pass
+            return event["status"]
+
+    async def scenario():
+        return await asyncio.gather(*(one(n) for n in range(4)))
+
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert statuses == ["cancelled"] * 4
+
+
+def test_several_workers_need_a_broker(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--workers", "2"],
+                          env={**os.environ, "DATA_DIR": str(tmp_path), "REDIS_URL": "", "DATABASE_URL": ""},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers > 1 needs" in done.stderr
