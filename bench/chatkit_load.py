@@ -31,6 +31,7 @@ _decode = msgspec.json.Decoder(_Frame).decode
 
 
 class StreamResult(msgspec.Struct):
+    first_event_ms: float | None
     first_delta_ms: float | None
     events: int
     deltas: int
@@ -48,6 +49,7 @@ async def one_stream(http: httpx.AsyncClient, user: str, message: str) -> Stream
     """One user's stream: the server limits concurrent runs per user, so each stream is its own user."""
     sent = time.perf_counter()
     first: float | None = None
+    first_event: float | None = None
     events = deltas = 0
     last = ""
     error: str | None = None
@@ -61,6 +63,8 @@ async def one_stream(http: httpx.AsyncClient, user: str, message: str) -> Stream
             for frame in frames:
                 event = _decode(frame.removeprefix(b"data: "))
                 events += 1
+                if first_event is None:
+                    first_event = (time.perf_counter() - sent) * 1000
                 last = event.type
                 if event.type == "error":
                     error = event.message
@@ -68,7 +72,7 @@ async def one_stream(http: httpx.AsyncClient, user: str, message: str) -> Stream
                     deltas += 1
                     if first is None:
                         first = (time.perf_counter() - sent) * 1000
-    return StreamResult(first_delta_ms=first, events=events, deltas=deltas, last=last, error=error)
+    return StreamResult(first_event_ms=first_event, first_delta_ms=first, events=events, deltas=deltas, last=last, error=error)
 
 
 async def measure(url: str, streams: int, message: str) -> tuple[list[StreamResult], float]:
@@ -89,11 +93,14 @@ def main() -> None:
     with running_server(OFFLINE_TOKEN_DELAY_MS="0") as (url, _):
         results, wall_s = asyncio.run(asyncio.wait_for(measure(url, args.streams, args.message), args.timeout))
     firsts = [r.first_delta_ms for r in results if r.first_delta_ms is not None]
+    opened = [r.first_event_ms for r in results if r.first_event_ms is not None]
     events = sum(r.events for r in results)
     unfinished = sum(1 for r in results if r.last != "thread.item.done")
     print(f"{args.streams} concurrent ChatKit threads.create streams ({args.message!r}, offline model, no delay)")
     print(f"  time to first text delta: p50 {percentile(firsts, 50):.1f} ms, p99 {percentile(firsts, 99):.1f} ms, "
           f"max {max(firsts, default=float('nan')):.1f} ms")
+    print(f"  (time to the first event, thread.created: p50 {percentile(opened, 50):.1f} ms, "
+          f"p99 {percentile(opened, 99):.1f} ms)")
     print(f"  events: {events} in {wall_s:.2f} s = {events / wall_s:,.0f} events/s "
           f"({sum(r.deltas for r in results)} text deltas, {events // max(len(results), 1)} events per stream)")
     if unfinished or len(firsts) != len(results):
