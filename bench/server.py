@@ -35,7 +35,7 @@ def running_server(workers: int = 1, **env: str) -> Iterator[tuple[str, subproce
         port = free_port()
         environ = {
             **os.environ, "DATA_DIR": data_dir, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
-            "OFFLINE_TOKEN_DELAY_MS": "0", **env,
+            "OFFLINE_TOKEN_DELAY_MS": "0", "MESSAGES_PER_MINUTE": "1000000", **env,
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
