@@ -240,10 +240,6 @@ class RunManager:
         live = record.status == "running"
         return RunFollower(None, run_id, poll_s=self.settings.remote_poll_s if live else None)
 
-    def active_run(self, user_id: str, run_id: str) -> ActiveRun | None:
-        run = self._active.get(run_id)
-        return run if run is not None and run.user_id == user_id else None
-
     # -- execution -------------------------------------------------------------------
 
     def stop(self, run: ActiveRun, reason: DoneStatus) -> None:
