@@ -4,6 +4,7 @@ in the middle of a reply; "hello" gets a long one."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,10 @@ def database_url(tmp_path) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"REQUIRE_BROWSER is set but {CHROMIUM} is missing")
+        pytest.skip(f"the page tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
@@ -62,6 +67,7 @@ def page(browser, server) -> Iterator[Page]:
 def sign_in(page: Page, server: LiveServer, user: str = "alice") -> None:
     page.goto(f"{server.url}/#token={token_for(user)}")
     expect(page.locator("#who")).to_have_text(user)
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
 
 
 def choose_transport(page: Page, transport: str) -> None:

@@ -23,6 +23,7 @@ const state = {
   transport: store.get("transport") === "ws" ? "ws" : "sse",
   conversationId: null,
   reply: null, // the reply being written, see newReply()
+  loaded: false, // the user's conversation is on screen: sending before would mix two
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -610,7 +611,7 @@ function resumeReply(saved) {
 function send() {
   const input = $("input");
   const message = input.value.trim();
-  if (!message || state.reply) return;
+  if (!message || state.reply || !state.loaded) return;
   input.value = "";
   autosize();
   const userNode = appendUser(message);
@@ -686,10 +687,11 @@ async function signIn(token) {
   try {
     await Promise.all([loadConversations(), loadTasks()]);
     if (conversation) await openConversation(conversation, saved);
-    else clearMessages();
   } catch (error) {
     showError(error);
   }
+  state.loaded = true;
+  document.body.dataset.loaded = "true";
   $("input").focus();
 }
 
@@ -710,6 +712,9 @@ function signOut({ keepBanner = false } = {}) {
   }
   store.set("token", null);
   store.set("reply", null);
+  state.loaded = false;
+  delete document.body.dataset.loaded;
+  clearMessages();
   state.token = null;
   state.user = null;
   if (!keepBanner) hideBanner();
