@@ -10,7 +10,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain.database import write_transaction
-from domain.errors import RunActive
+from domain.errors import InvalidInput, NotFound, RunActive
 from domain.tables import Conversation, Message, Run
 
 Role = Literal["user", "assistant", "tool", "hidden"]
@@ -168,8 +168,6 @@ def history_items(messages: list[MessageView]) -> list[dict[str, Any]]:
 
 # -- Paged reading, feedback and retry (the ChatKit transport's threads and items) -------
 # Imported here, not at the top, to keep this addition in one block (the file is shared).
-from domain.errors import InvalidInput, NotFound, RunActive  # noqa: E402
-from domain.tables import Run  # noqa: E402
 
 PageOrder = Literal["asc", "desc"]
 Feedback = Literal["positive", "negative"]

@@ -202,15 +202,25 @@ class RunManager:
             busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
             if busy is not None and busy.user_id == user_id:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
-        new = await run_records.begin_run(
+        begin = asyncio.ensure_future(run_records.begin_run(
             self.db, user_id, message, conversation_id, self.settings.limits, self.instance
-        )
-        history = conversations.history_items(
-            await conversations.list_messages(new.conversation_id, include_hidden=True)
-        )
+        ))
+        try:
+            new = await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            # The caller left mid-request (a client hung up): that is Stop. Once the run is
+            # written, launch it stopped, so it still ends with done and leaves no "running" row.
+            begin.add_done_callback(
+                lambda done: done.cancelled() or done.exception() or self._launch(done.result(), user_id, "cancelled")
+            )
+            raise
+        return self._launch(new, user_id)
+
+    def _launch(self, new: NewRun, user_id: str, stopped: DoneStatus | None = None) -> ActiveRun:
         run = ActiveRun(new, user_id, self.agent.name)
+        run.stop_reason = stopped
         self._active[run.id] = run
-        run.task = asyncio.create_task(self._execute(run, history), name=f"run-{run.id}")
+        run.task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
         return run
 
     async def cancel(self, user_id: str, run_id: str) -> None:
@@ -248,13 +258,18 @@ class RunManager:
             run.stop_reason = reason
             run.task.cancel()
 
-    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]]) -> None:
+    async def _execute(self, run: ActiveRun) -> None:
         context = TodoContext(user_id=run.user_id, db=self.db)
         usage = Usage()
         result = None
         deadline = asyncio.timeout(self.settings.max_run_duration_s)
         try:
             async with deadline:
+                if run.stop_reason is not None:
+                    raise asyncio.CancelledError  # stopped before it began
+                history = conversations.history_items(
+                    await conversations.list_messages(run.conversation_id, include_hidden=True)
+                )
                 result = Runner.run_streamed(
                     self.agent, history, context=context, max_turns=self.settings.max_turns,
                     # Traces (when switched on) leave the machine: keep users' words out of them.

@@ -1,0 +1,39 @@
+"""The run manager on its own, where a transport cannot reach the timing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from domain.agent import todo_agent
+from domain.database import close_database, open_database
+from domain.offline_model import OfflineModel
+from domain.runs import RunManager
+from domain.tables import Run
+from tests.conftest import fetch_rows
+
+
+def test_a_start_abandoned_midway_still_ends_its_run_as_cancelled(database_url):
+    async def scenario() -> None:
+        db = await open_database(database_url)
+        runs = RunManager(db, todo_agent(OfflineModel(0.01)))
+        await runs.open()
+        try:
+            starting = asyncio.create_task(runs.start("alice", "hello"))
+            await asyncio.sleep(0)  # it is now inside the database write
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if await Run.count().where(Run.status == "running") == 0:
+                    break
+        finally:
+            await runs.close()
+            await close_database(db)
+
+    asyncio.run(scenario())
+    assert fetch_rows(database_url, "SELECT status FROM run") == [("cancelled",)]
+    events = fetch_rows(database_url, "SELECT payload FROM run_event ORDER BY seq")
+    assert [p for (p,) in events][-1].startswith('{"type":"done","status":"cancelled"')
