@@ -30,6 +30,15 @@ def _view(row: dict) -> TaskView:
     return msgspec.convert(row, TaskView)
 
 
+# Task.id is a Serial, a 32-bit integer on PostgreSQL: a larger id names no task, and handing it
+# to the driver raises (a 500) instead of matching nothing. SQLite stops at 64 bits.
+_MAX_ID = 2**31 - 1
+
+
+def _impossible(task_id: int) -> bool:
+    return not 0 < task_id <= _MAX_ID
+
+
 async def list_tasks(user_id: str, status: TaskFilter = "all") -> list[TaskView]:
     query = Task.select(*_COLUMNS).where(Task.user_id == user_id).order_by(Task.id)
     if status != "all":
@@ -38,6 +47,8 @@ async def list_tasks(user_id: str, status: TaskFilter = "all") -> list[TaskView]
 
 
 async def get_task(user_id: str, task_id: int) -> TaskView | None:
+    if _impossible(task_id):
+        return None
     row = await Task.select(*_COLUMNS).where(Task.user_id == user_id, Task.id == task_id).first()
     return _view(row) if row else None
 
@@ -76,6 +87,8 @@ async def update_task(
     description: str | None = None,
     completed: bool | None = None,
 ) -> TaskView | None:
+    if _impossible(task_id):
+        return None
     changes: dict = {Task.updated_at: datetime.now(timezone.utc)}
     if title is not None:
         changes[Task.title] = title
@@ -89,6 +102,8 @@ async def update_task(
 
 
 async def delete_task(db: Engine, user_id: str, task_id: int) -> TaskView | None:
+    if _impossible(task_id):
+        return None
     async with write_transaction(db):
         rows = await Task.delete().where(Task.user_id == user_id, Task.id == task_id).returning(*_COLUMNS)
     return _view(rows[0]) if rows else None
