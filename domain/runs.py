@@ -79,6 +79,7 @@ class ActiveRun:
         self.saved = 0  # events already in run_event
         self.stop_reason: DoneStatus | None = None
         self.task: asyncio.Task[None] | None = None
+        self.began = False
         self.finished = asyncio.Event()  # done emitted
         self.persisted = asyncio.Event()  # outcome in the database
         self.text: list[str] = []
@@ -211,14 +212,13 @@ class RunManager:
             # The caller left mid-request (a client hung up): that is Stop. Once the run is
             # written, launch it stopped, so it still ends with done and leaves no "running" row.
             begin.add_done_callback(
-                lambda done: done.cancelled() or done.exception() or self._launch(done.result(), user_id, "cancelled")
+                lambda done: done.cancelled() or done.exception() or self.stop(self._launch(done.result(), user_id), "cancelled")
             )
             raise
         return self._launch(new, user_id)
 
-    def _launch(self, new: NewRun, user_id: str, stopped: DoneStatus | None = None) -> ActiveRun:
+    def _launch(self, new: NewRun, user_id: str) -> ActiveRun:
         run = ActiveRun(new, user_id, self.agent.name)
-        run.stop_reason = stopped
         self._active[run.id] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
         return run
@@ -256,9 +256,13 @@ class RunManager:
         """Stop the model and any running tool now; the run still ends with ``done``."""
         if run.stop_reason is None and not run.finished.is_set() and run.task is not None:
             run.stop_reason = reason
-            run.task.cancel()
+            # A task cancelled before its first step never runs its body (no done, no save):
+            # one that has not begun sees stop_reason when it does.
+            if run.began:
+                run.task.cancel()
 
     async def _execute(self, run: ActiveRun) -> None:
+        run.began = True
         context = TodoContext(user_id=run.user_id, db=self.db)
         usage = Usage()
         result = None

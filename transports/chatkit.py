@@ -319,21 +319,6 @@ def error_frame(message: str, *, allow_retry: bool = False) -> bytes:
     return frames([ErrorEvent(code="custom", message=message, allow_retry=allow_retry)])
 
 
-async def _start(runs: RunManager, user: str, text: str, thread_id: str | None) -> ActiveRun:
-    """Start a run even if the client leaves meanwhile, and then stop it: a start cut in half
-    would leave a run marked running that blocks the conversation."""
-    starting = asyncio.ensure_future(runs.start(user, text, thread_id))
-    try:
-        return await asyncio.shield(starting)
-    except asyncio.CancelledError:
-        def stop(task: asyncio.Future[ActiveRun]) -> None:
-            if not task.cancelled() and task.exception() is None:
-                runs.stop(task.result(), "cancelled")
-
-        starting.add_done_callback(stop)
-        raise
-
-
 class _Turn(msgspec.Struct, frozen=True):
     """What to say before the reply: a new thread, the user's message, its title."""
 
@@ -386,7 +371,7 @@ async def message_stream(
         yield error_frame(problem)
         return
     try:
-        run = await _start(runs, user, message_text(message.content), thread_id)
+        run = await runs.start(user, message_text(message.content), thread_id)
     except ChatError as exc:
         yield error_frame(exc.message)
         return
@@ -406,7 +391,7 @@ async def retry_stream(runs: RunManager, db: Engine, user: str, thread_id: str, 
         yield error_frame(exc.message)
         return
     try:
-        run = await _start(runs, user, message.content, thread_id)
+        run = await runs.start(user, message.content, thread_id)
     except ChatError as exc:
         await conversations.restore_message(db, thread_id, message)
         yield error_frame(exc.message)
