@@ -53,10 +53,8 @@ def postgres_server() -> Iterator[str | None]:
     _run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request, tmp_path, postgres_server) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.sqlite3'}"
+def fresh_postgres(postgres_server: str | None) -> str:
+    """The session's PostgreSQL database, emptied; skips (or fails, in CI) without one."""
     if postgres_server is None:
         if os.environ.get("REQUIRE_POSTGRES"):
             pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
@@ -71,6 +69,13 @@ def database_url(request, tmp_path, postgres_server) -> str:
 
     _run(reset())
     return postgres_server
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path, postgres_server) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.sqlite3'}"
+    return fresh_postgres(postgres_server)
 
 
 @pytest.fixture
@@ -106,10 +111,10 @@ class LiveServer(msgspec.Struct):
         self.thread.join(timeout=30)
 
 
-def start_live_server(settings: Settings) -> LiveServer:
-    """The real app on uvicorn at 127.0.0.1 on a free port, in a thread of its own."""
+def start_live_server(settings: Settings, port: int = 0) -> LiveServer:
+    """The real app on uvicorn at 127.0.0.1 (on a free port by default), in a thread of its own."""
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5,
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5,
         lifespan="on",
     )
     server = uvicorn.Server(config)

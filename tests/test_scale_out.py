@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from app.settings import Settings
-from tests.conftest import ServerProcess, auth, fetch_rows, token_for
+from tests.conftest import ServerProcess, auth, fetch_rows, fresh_postgres, token_for
 from tests.test_runs import stream_lines, wait_for_status
 
 BROKERS = ["redis", "postgresql"]
@@ -22,20 +22,7 @@ BROKERS = ["redis", "postgresql"]
 @pytest.fixture
 def shared_settings(tmp_path, postgres_server) -> Settings:
     """Two instances need a database they can share: PostgreSQL."""
-    if postgres_server is None:
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
-        pytest.skip("several instances need PostgreSQL: set TEST_POSTGRES_URL")
-    import asyncpg
-
-    async def reset() -> None:
-        conn = await asyncpg.connect(postgres_server)
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        finally:
-            await conn.close()
-
-    asyncio.run(reset())
+    fresh_postgres(postgres_server)
     return Settings(data_dir=str(tmp_path / "data"), database_url=postgres_server, offline_token_delay_ms=40)
 
 

@@ -5,17 +5,14 @@ in the middle of a reply; "hello" gets a long one."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from app.main import create_app
 from tests.conftest import LiveServer, auth, fetch_rows, start_live_server, token_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -173,19 +170,7 @@ def test_a_refused_message_shows_the_server_s_reason(page, server):
 
 def restart(live: LiveServer) -> LiveServer:
     """The same app on the same port again, as after a server restart."""
-    port = int(live.url.rsplit(":", 1)[1])
-    config = uvicorn.Config(
-        create_app(live.settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        threading.Event().wait(0.01)
-    assert server.started
-    return LiveServer(url=live.url, settings=live.settings, server=server, thread=thread)
+    return start_live_server(live.settings, port=int(live.url.rsplit(":", 1)[1]))
 
 
 def test_the_websocket_reconnects_with_backoff_when_the_server_comes_back(page, server):
