@@ -39,9 +39,14 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from app.auth import Authenticator, load_secret
+    from app.auth import Authenticator, AuthError
 
-    print(Authenticator(load_secret(load_settings())).issue(args.user, args.ttl))
+    try:
+        # The server's own rules: its secret, and its issuer and audience when set.
+        print(Authenticator.from_settings(load_settings()).issue(args.user, args.ttl))
+    except AuthError as exc:
+        print(f"chat-server: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 

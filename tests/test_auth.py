@@ -324,6 +324,17 @@ def test_websocket_closes_1008_on_an_expired_provider_token(client, keys):
     assert closed.value.detail == "The token has expired."
 
 
+def test_websocket_closes_1013_while_the_provider_is_down(tmp_path, idp, keys):
+    from litestar.exceptions import WebSocketDisconnect
+
+    idp.failing = True
+    with app_client(tmp_path, idp) as client:
+        with client.websocket_connect(f"/api/alice/ws?token={keys['RS256'].sign(claims())}") as ws:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+    assert closed.value.code == 1013  # try again later
+
+
 def test_settings_come_from_the_environment():
     settings = load_settings({
         "JWT_JWKS_URL": "https://id.example.test/jwks", "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE,

@@ -18,7 +18,7 @@ from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from app.auth import AuthError, Authenticator
+from app.auth import AuthError, Authenticator, KeysUnavailable
 from app.settings import Settings
 from domain.errors import ChatError
 from domain.runs import RunFollower, RunManager
@@ -27,6 +27,7 @@ from transports.requests import message_problem
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 AUTH_TIMEOUT_S = 10.0
 
 
@@ -167,6 +168,9 @@ async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id
     except (AuthError, msgspec.DecodeError, TimeoutError) as exc:
         reason = exc.message if isinstance(exc, AuthError) else "Authentication required."
         await socket.close(code=POLICY_VIOLATION, reason=reason)
+        return False
+    except KeysUnavailable as exc:
+        await socket.close(code=TRY_AGAIN_LATER, reason=str(exc))
         return False
 
 
