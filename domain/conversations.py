@@ -10,7 +10,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain.database import write_transaction
-from domain.errors import InvalidInput, NotFound, RunActive
+from domain.errors import InvalidInput, RunActive
 from domain.tables import Conversation, Message, Run
 
 Role = Literal["user", "assistant", "tool", "hidden"]
@@ -275,50 +275,3 @@ async def set_feedback(
                 Message.conversation == uuid.UUID(conversation_id), Message.id.is_in(keys)
             )
     return True
-
-
-async def take_for_retry(db: Engine, user_id: str, conversation_id: str, message_id: str) -> MessageView:
-    """Remove a user message and everything after it, so the conversation can be answered
-    again from that message on; returns the removed message (see ``restore_message``)."""
-    conversation, key = parse_id(conversation_id), parse_id(message_id)
-    async with write_transaction(db):
-        owned = conversation and await Conversation.exists().where(
-            Conversation.id == conversation, Conversation.user_id == user_id
-        )
-        if not owned:
-            raise NotFound("No such conversation.")
-        row = key and await (
-            Message.select(*_MESSAGE_COLUMNS)
-            .where(Message.id == key, Message.conversation == conversation)
-            .first()
-            .output(load_json=True)
-        )
-        if not row:
-            raise NotFound("No such message in this conversation.")
-        if row["role"] != "user":
-            raise InvalidInput("Only a user message can be answered again.", field="item_id")
-        if await Run.exists().where(Run.conversation == conversation, Run.status == "running"):
-            raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
-        await Message.delete().where(
-            Message.conversation == conversation, Message.created_at >= row["created_at"]
-        )
-    return message_view(row)
-
-
-async def restore_message(db: Engine, conversation_id: str, message: MessageView) -> None:
-    """Put back a message ``take_for_retry`` removed, when the new reply could not start."""
-    async with write_transaction(db):
-        await Message.insert(Message(
-            id=uuid.UUID(message.id), conversation=uuid.UUID(conversation_id), run_id=message.run_id,
-            role=message.role, content=message.content, status=message.status, feedback=message.feedback,
-            created_at=message.created_at,
-        ))
-
-
-async def adopt_message_id(db: Engine, run_id: str, message_id: str) -> None:
-    """Give the user message of ``run_id`` the id of the message it re-sends, so a client
-    that kept that message on screen can keep referring to it."""
-    async with write_transaction(db):
-        await Message.update({Message.id: uuid.UUID(message_id)}).where(
-            Message.run_id == run_id, Message.role == "user"
-        )

@@ -13,7 +13,7 @@ from piccolo.engine.base import Engine
 from domain import events
 from domain.conversations import HIDDEN_STOPPED_NOTE, ToolRecord, parse_id
 from domain.database import write_transaction
-from domain.errors import LimitExceeded, NotFound, RunActive
+from domain.errors import InvalidInput, LimitExceeded, NotFound, RunActive
 from domain.events import RunStatus
 from domain.tables import Conversation, Message, Run, RunEvent
 
@@ -86,9 +86,12 @@ async def _check_limits(user_id: str, limits: RunLimits, started: datetime) -> N
 
 async def begin_run(
     db: Engine, user_id: str, message: str, conversation_id: str | None, limits: RunLimits = RunLimits(),
-    instance: str | None = None,
+    instance: str | None = None, *, again: str | None = None,
 ) -> NewRun:
-    """Write the user's message and a running run, in one transaction; nothing on refusal."""
+    """Write the user's message and a running run, in one transaction; nothing on refusal.
+
+    With ``again`` (the id of an earlier user message of the conversation) nothing new is
+    said: everything after that message is dropped and the run answers it again."""
     started = now()
     run_id, message_id = uuid.uuid4(), uuid.uuid4()
     async with write_transaction(db):
@@ -111,10 +114,13 @@ async def begin_run(
             if await Run.exists().where(Run.conversation == key, Run.status == "running"):
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
             await Conversation.update({Conversation.updated_at: started}).where(Conversation.id == key)
-        await Message.insert(
-            Message(id=uuid.uuid4(), conversation=key, run_id=str(run_id), role="user", content=message,
-                    status="completed", created_at=started)
-        )
+        if again is None:
+            await Message.insert(
+                Message(id=uuid.uuid4(), conversation=key, run_id=str(run_id), role="user", content=message,
+                        status="completed", created_at=started)
+            )
+        else:
+            await _answer_again(key, again, str(run_id))
         await Run.insert(
             Run(id=run_id, conversation=key, user_id=user_id, status="running", message_id=str(message_id),
                 created_at=started, instance=instance, heartbeat_at=started)
@@ -123,6 +129,21 @@ async def begin_run(
         run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
         created_conversation=conversation_id is None, title=title,
     )
+
+
+async def _answer_again(conversation: uuid.UUID, message_id: str, run_id: str) -> None:
+    key = parse_id(message_id)
+    row = key and await (
+        Message.select(Message.role, Message.created_at)
+        .where(Message.id == key, Message.conversation == conversation)
+        .first()
+    )
+    if not row:
+        raise NotFound("No such message in this conversation.")
+    if row["role"] != "user":
+        raise InvalidInput("Only a user message can be answered again.", field="item_id")
+    await Message.delete().where(Message.conversation == conversation, Message.created_at > row["created_at"])
+    await Message.update({Message.run_id: run_id}).where(Message.id == key)
 
 
 def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[RunEvent]:

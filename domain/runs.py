@@ -196,7 +196,11 @@ class RunManager:
 
     # -- commands --------------------------------------------------------------------
 
-    async def start(self, user_id: str, message: str, conversation_id: str | None = None) -> ActiveRun:
+    async def start(
+        self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None
+    ) -> ActiveRun:
+        """Start a reply to ``message``, or with ``again`` (a user message id) answer that
+        earlier message anew, dropping what followed it."""
         if self._closed is not None:
             raise ShuttingDown("The server is shutting down; try again in a moment.")
         if conversation_id is not None:
@@ -204,7 +208,7 @@ class RunManager:
             if busy is not None and busy.user_id == user_id:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
         begin = asyncio.ensure_future(run_records.begin_run(
-            self.db, user_id, message, conversation_id, self.settings.limits, self.instance
+            self.db, user_id, message, conversation_id, self.settings.limits, self.instance, again=again
         ))
         try:
             new = await asyncio.shield(begin)

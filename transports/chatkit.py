@@ -380,27 +380,14 @@ async def message_stream(
             yield frame
 
 
-async def retry_stream(runs: RunManager, db: Engine, user: str, thread_id: str, item_id: str) -> AsyncIterator[bytes]:
-    """``threads.retry_after_item``: drop what followed the user message and answer it again.
-
-    The client drops those items itself (the reference sends no ``removed`` events). The run
-    re-sends the message, which then takes back its old id: the client still shows it."""
+async def retry_stream(runs: RunManager, user: str, thread_id: str, item_id: str) -> AsyncIterator[bytes]:
+    """``threads.retry_after_item``: answer that user message again. What followed it is
+    dropped; the client drops those items itself (the reference sends no ``removed`` events)."""
     try:
-        message = await conversations.take_for_retry(db, user, thread_id, item_id)
+        run = await runs.start(user, "", thread_id, again=item_id)
     except ChatError as exc:
         yield error_frame(exc.message)
         return
-    try:
-        run = await runs.start(user, message.content, thread_id)
-    except ChatError as exc:
-        await conversations.restore_message(db, thread_id, message)
-        yield error_frame(exc.message)
-        return
-    try:
-        await asyncio.shield(conversations.adopt_message_id(db, run.id, message.id))
-    except BaseException:
-        runs.stop(run, "cancelled")
-        raise
     async with contextlib.aclosing(_follow(runs, run, _Turn(new_thread=False, echo_user_message=False))) as reply:
         async for frame in reply:
             yield frame
@@ -473,14 +460,14 @@ async def answer(request: ChatKitRequest, user: str, db: Engine) -> bytes:
     raise AssertionError(f"unhandled ChatKit request {type(request).__name__}")
 
 
-def stream_for(request: StreamingRequest, user: str, runs: RunManager, db: Engine, settings: Settings) -> AsyncIterator[bytes]:
+def stream_for(request: StreamingRequest, user: str, runs: RunManager, settings: Settings) -> AsyncIterator[bytes]:
     match request:
         case ThreadsCreate(params=params):
             return message_stream(runs, settings, user, params.input, None)
         case ThreadsAddUserMessage(params=params):
             return message_stream(runs, settings, user, params.input, params.thread_id)
         case ThreadsRetryAfterItem(params=params):
-            return retry_stream(runs, db, user, params.thread_id, params.item_id)
+            return retry_stream(runs, user, params.thread_id, params.item_id)
     # Client tools, structured input and widget actions: nothing here ever asks for them.
     return unsupported_stream(request.__struct_config__.tag)
 
@@ -573,7 +560,7 @@ class ChatKitController(Controller):
         envelope = decode_request(await request.body())
         if isinstance(envelope, StreamingRequest):
             return Stream(
-                guarded(stream_for(envelope, user, runs, db, settings)), media_type="text/event-stream",
+                guarded(stream_for(envelope, user, runs, settings)), media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
         return Response(await answer(envelope, user, db), media_type=MediaType.JSON, status_code=200)
