@@ -55,7 +55,7 @@ def parse_id(value: str | None) -> uuid.UUID | None:
 
 
 _CONVERSATION_COLUMNS = (Conversation.id, Conversation.title, Conversation.created_at, Conversation.updated_at)
-_MESSAGE_COLUMNS = (
+MESSAGE_COLUMNS = (
     Message.id, Message.role, Message.content, Message.status, Message.created_at, Message.run_id,
     Message.tool, Message.feedback,
 )
@@ -131,7 +131,7 @@ async def list_messages(
     conversation_id: str, *, include_hidden: bool = False, limit: int | None = None
 ) -> list[MessageView]:
     query = (
-        Message.select(*_MESSAGE_COLUMNS)
+        Message.select(*MESSAGE_COLUMNS)
         .where(Message.conversation == uuid.UUID(conversation_id))
         .order_by(Message.created_at)
         .output(load_json=True)
@@ -230,7 +230,7 @@ async def page_messages(
     """A page of the messages a client sees; ``after`` is the last id of the previous page."""
     key = uuid.UUID(conversation_id)
     query = (
-        Message.select(*_MESSAGE_COLUMNS)
+        Message.select(*MESSAGE_COLUMNS)
         .where(Message.conversation == key, _shown())
         .order_by(Message.created_at, Message.id, ascending=order == "asc")
         .limit(limit + 1)
@@ -248,17 +248,6 @@ async def page_messages(
         query = query.where(_after(Message, cursor, order))
     rows = await query
     return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit)
-
-
-async def user_message_of_run(run_id: str) -> MessageView | None:
-    """The user message a run answers."""
-    row = await (
-        Message.select(*_MESSAGE_COLUMNS)
-        .where(Message.run_id == run_id, Message.role == "user")
-        .first()
-        .output(load_json=True)
-    )
-    return message_view(row) if row else None
 
 
 async def set_feedback(

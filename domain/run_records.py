@@ -11,7 +11,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain import events
-from domain.conversations import HIDDEN_STOPPED_NOTE, ToolRecord, parse_id
+from domain.conversations import HIDDEN_STOPPED_NOTE, MESSAGE_COLUMNS, MessageView, ToolRecord, message_view, parse_id
 from domain.database import write_transaction
 from domain.errors import InvalidInput, LimitExceeded, NotFound, RunActive
 from domain.events import RunStatus
@@ -33,9 +33,10 @@ class RunRecord(msgspec.Struct, frozen=True):
 class NewRun(msgspec.Struct, frozen=True):
     run_id: str
     conversation_id: str
-    message_id: str
+    message_id: str  # of the assistant's reply to come
     created_conversation: bool
     title: str | None
+    user_message: MessageView  # the message it answers
 
 
 class FinishedRun(msgspec.Struct, frozen=True):
@@ -115,28 +116,31 @@ async def begin_run(
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
             await Conversation.update({Conversation.updated_at: started}).where(Conversation.id == key)
         if again is None:
+            said = MessageView(id=str(uuid.uuid4()), role="user", content=message, status="completed",
+                               created_at=started, run_id=str(run_id))
             await Message.insert(
-                Message(id=uuid.uuid4(), conversation=key, run_id=str(run_id), role="user", content=message,
+                Message(id=uuid.UUID(said.id), conversation=key, run_id=said.run_id, role="user", content=message,
                         status="completed", created_at=started)
             )
         else:
-            await _answer_again(key, again, str(run_id))
+            said = await _answer_again(key, again, str(run_id))
         await Run.insert(
             Run(id=run_id, conversation=key, user_id=user_id, status="running", message_id=str(message_id),
                 created_at=started, instance=instance, heartbeat_at=started)
         )
     return NewRun(
         run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
-        created_conversation=conversation_id is None, title=title,
+        created_conversation=conversation_id is None, title=title, user_message=said,
     )
 
 
-async def _answer_again(conversation: uuid.UUID, message_id: str, run_id: str) -> None:
+async def _answer_again(conversation: uuid.UUID, message_id: str, run_id: str) -> MessageView:
     key = parse_id(message_id)
     row = key and await (
-        Message.select(Message.role, Message.created_at)
+        Message.select(*MESSAGE_COLUMNS)
         .where(Message.id == key, Message.conversation == conversation)
         .first()
+        .output(load_json=True)
     )
     if not row:
         raise NotFound("No such message in this conversation.")
@@ -144,6 +148,7 @@ async def _answer_again(conversation: uuid.UUID, message_id: str, run_id: str) -
         raise InvalidInput("Only a user message can be answered again.", field="item_id")
     await Message.delete().where(Message.conversation == conversation, Message.created_at > row["created_at"])
     await Message.update({Message.run_id: run_id}).where(Message.id == key)
+    return message_view({**row, "run_id": run_id})
 
 
 def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[RunEvent]:

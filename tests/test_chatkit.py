@@ -331,12 +331,12 @@ def test_a_failure_mid_stream_is_an_error_event_that_ends_the_stream(client, mon
 
 
 def test_an_unexpected_server_failure_is_an_error_event_not_a_broken_stream(client, monkeypatch, settings):
-    from domain import conversations
+    from transports import chatkit as chatkit_transport
 
-    async def broken(run_id: str):
-        raise RuntimeError("database went away")
+    def broken(*args):
+        raise RuntimeError("a bug in the translation")
 
-    monkeypatch.setattr(conversations, "user_message_of_run", broken)
+    monkeypatch.setattr(chatkit_transport, "user_item", broken)
     events = stream_events(chatkit(client, create("add buy milk")))
     assert events == [{"type": "error", "code": "custom", "allow_retry": True,
                        "message": "Something went wrong on the server. Please try again."}]

@@ -332,7 +332,7 @@ async def _follow(runs: RunManager, run: ActiveRun, turn: _Turn) -> AsyncIterato
     try:
         head: list[StreamEvent] = []
         created: Thread | None = None
-        message = await conversations.user_message_of_run(run.id) if turn.echo_user_message else None
+        message = run.new.user_message if turn.echo_user_message else None
         if message is not None:
             if turn.new_thread:
                 # The conversation began with its message, at the same instant.
