@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import msgspec
 import pytest
@@ -189,3 +190,36 @@ def test_websocket_through_uvicorn_rejects_a_bad_token_with_1008(live_server):
         return closed.value.rcvd.code
 
     assert asyncio.run(scenario()) == 1008
+
+
+def test_cancel_during_a_tool_rolls_its_write_back(client, settings, monkeypatch):
+    import asyncio as aio
+
+    from domain import tasks
+    from domain.database import write_transaction
+    from domain.tables import Task
+
+    entered = []
+
+    async def slow_add_task(db, user_id, title, description):
+        async with write_transaction(db):
+            await Task.insert(Task(user_id=user_id, title=title, description=description))
+            entered.append(title)
+            await aio.sleep(30)  # Stop arrives while the row is written but not committed
+        raise AssertionError("the tool should have been cancelled")
+
+    monkeypatch.setattr(tasks, "add_task", slow_add_task)
+    with client.websocket_connect(f"/api/alice/ws?token={token_for('alice')}") as ws:
+        ws.send_json({"type": "chat", "message": "add half written"})
+        start = ws.receive_json()
+        assert ws.receive_json()["type"] == "tool_call"
+        while not entered:
+            time.sleep(0.01)
+        ws.send_json({"type": "cancel", "run_id": start["run_id"]})
+        done = ws.receive_json()
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}  # no tool_result or text after done
+    assert done["type"] == "done" and done["status"] == "cancelled"
+    assert count_rows(settings.database, "task") == 0
+    tool = fetch_rows(settings.database, "SELECT tool FROM message WHERE role = 'tool'")
+    assert "stopped before it finished" in tool[0][0]
