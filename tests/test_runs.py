@@ -181,3 +181,34 @@ def test_runs_left_running_by_a_crash_are_interrupted_at_start_up(settings):
     assert saved_text.startswith(text_of(texts)[:10])
     assistant = detail["messages"][-1]
     assert assistant["status"] == "interrupted" and assistant["content"] == saved_text
+
+
+def test_leaving_before_the_first_frame_is_stop_too(slow_settings):
+    """The client hangs up right after sending: the stream never writes a frame."""
+    import asyncio
+    import json
+
+    body = json.dumps({"message": "hello"}).encode()
+    incoming = [{"type": "http.request", "body": body, "more_body": False}, {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive():
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/alice/chat/stream", "raw_path": b"/api/alice/chat/stream", "query_string": b"",
+        "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
+        "headers": [(b"authorization", f"Bearer {token_for('alice')}".encode()),
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+    with TestClient(create_app(slow_settings), timeout=30) as client:
+        client.blocking_portal.call(client.app, scope, receive, send)
+        assert sent[0]["status"] == 200
+        run_id = fetch_rows(slow_settings.database, "SELECT id FROM run")[0][0]
+        assert wait_for_status(slow_settings.database, str(run_id)) == "cancelled"

@@ -14,6 +14,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from app.settings import Settings
@@ -35,17 +36,30 @@ def id_data_frames(batch: list[bytes], first_seq: int) -> bytes:
     )
 
 
-async def run_frames(runs: RunManager, run: ActiveRun, *, stop_on_disconnect: bool, ping_s: float) -> AsyncIterator[bytes]:
-    ended = False
-    try:
-        async for batch in run.log.read(0, ping_s):
-            yield data_frames(batch) if batch else PING
-            # Always give the loop a turn: a replay that never awaits spins after a disconnect.
-            await asyncio.sleep(0)
-        ended = True
-    finally:
-        if not ended and stop_on_disconnect:
-            runs.stop(run, "cancelled")
+class RunStream:
+    """The plain frames of one run. A client that leaves before the end means Stop (unless
+    it asked otherwise), even one that leaves before the first frame: then the generator
+    never starts, and only the response's background task, which runs however the response
+    ended, can tell."""
+
+    def __init__(self, runs: RunManager, run: ActiveRun, *, stop_on_disconnect: bool, ping_s: float):
+        self.runs, self.run = runs, run
+        self.stop_on_disconnect, self.ping_s = stop_on_disconnect, ping_s
+        self.ended = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        try:
+            async for batch in self.run.log.read(0, self.ping_s):
+                yield data_frames(batch) if batch else PING
+                # Always give the loop a turn: a replay that never awaits spins after a disconnect.
+                await asyncio.sleep(0)
+            self.ended = True
+        finally:
+            self.stop_unless_ended()
+
+    def stop_unless_ended(self) -> None:
+        if not self.ended and self.stop_on_disconnect:
+            self.runs.stop(self.run, "cancelled")
 
 
 async def resume_frames(follower: RunFollower, after: int, ping_s: float) -> AsyncIterator[bytes]:
@@ -82,10 +96,13 @@ class SSEController(Controller):
     ) -> Stream:
         message = checked_message(data.message, settings.max_message_bytes)
         run = await runs.start(user, message, data.conversation_id)
-        frames = run_frames(
+        stream = RunStream(
             runs, run, stop_on_disconnect=data.on_disconnect == "cancel", ping_s=settings.sse_ping_interval_s
         )
-        return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        return Stream(
+            stream.frames(), media_type="text/event-stream", headers=SSE_HEADERS,
+            background=BackgroundTask(stream.stop_unless_ended),
+        )
 
     @get(
         "/runs/{run_id:str}/events",
