@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import httpx
 import jwt
 
+from bench.procstat import raise_fd_limit
+
 JWT_SECRET = "bench-secret-bench-secret-bench-secret!!"
 
 
@@ -29,17 +31,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workers: int = 1, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yields (base URL, process); the server is stopped and its data removed afterwards."""
+def running_server(
+    workers: int = 1, log_path: str | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yields (base URL, process); the server is stopped and its data removed afterwards.
+
+    The server may open as many files as the hard limit allows (thousands of streams);
+    its output goes to ``log_path`` when given."""
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as data_dir:
         port = free_port()
         environ = {
             **os.environ, "DATA_DIR": data_dir, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
             "OFFLINE_TOKEN_DELAY_MS": "0", "MESSAGES_PER_MINUTE": "1000000", **env,
         }
+        output = open(log_path, "ab") if log_path else subprocess.DEVNULL
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=environ, stdout=output, stderr=output, preexec_fn=raise_fd_limit,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -60,6 +68,9 @@ def running_server(workers: int = 1, **env: str) -> Iterator[tuple[str, subproce
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+            if log_path:
+                output.close()
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -1,0 +1,123 @@
+"""Transport floor: a bare ASGI app on the same uvicorn (uvloop, httptools) writing
+pre-encoded SSE frames, one ASGI send per event, as fast as the client reads them.
+
+    .venv/bin/python -m bench.transport_floor [--events 2000] [--requests 30] [--json]
+
+The frames are the bytes the chat server sends for text events. Prints events per second
+and the server's CPU microseconds per event: the least any SSE server on this stack costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from bench.client import sse_get
+from bench.procstat import cpu_seconds, raise_fd_limit
+from bench.server import free_port
+
+_RUN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def frames(count: int) -> list[bytes]:
+    return [
+        b'data: {"type":"text","run_id":"%s","seq":%d,"content":"w%d "}\n\n' % (_RUN_ID.encode(), n + 2, n)
+        for n in range(count)
+    ]
+
+
+_CACHE: dict[int, list[bytes]] = {}
+_START = b'data: {"type":"start","run_id":"%s","seq":1}\n\n' % _RUN_ID.encode()
+_DONE = b'data: {"type":"done","run_id":"%s","seq":0,"status":"completed"}\n\n' % _RUN_ID.encode()
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    query = dict(part.split("=") for part in scope["query_string"].decode().split("&") if "=" in part)
+    count = int(query.get("n", "0"))
+    body = _CACHE.get(count) or _CACHE.setdefault(count, frames(count))
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+    ]})
+    await send({"type": "http.response.body", "body": _START, "more_body": True})
+    for frame in body:
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+    await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+
+
+def _serve(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("bench.transport_floor:app", host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning")
+
+
+@contextlib.contextmanager
+def running_floor_server() -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.transport_floor", "--serve", str(port)],
+                               preexec_fn=raise_fd_limit)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"{url}/?n=1", timeout=1)
+                break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the transport floor server did not start")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def measure(url: str, pid: int, events: int, requests: int) -> dict[str, float]:
+    for _ in range(3):
+        await sse_get(url, f"/?n={events}", "-")
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    received = 0
+    for _ in range(requests):
+        stream = await sse_get(url, f"/?n={events}", "-")
+        if stream.error:
+            raise RuntimeError(stream.error)
+        received += stream.texts
+    cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    return {"requests": requests, "text_events": received, "wall_s": wall, "cpu_s": cpu,
+            "cpu_us_per_event": cpu / received * 1e6, "events_per_s": received / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000, help="text events per request")
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve)
+        return
+    with running_floor_server() as (url, process):
+        result = asyncio.run(measure(url, process.pid, args.events, args.requests))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"transport floor: {result['text_events']} events: {result['cpu_us_per_event']:.1f} µs server CPU "
+              f"per event, {result['events_per_s']:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
