@@ -52,6 +52,9 @@ class RunLog:
                 return
             changed = self._changed
             try:
-                await asyncio.wait_for(changed.wait(), idle_s)
+                # Not wait_for: on Python 3.11 it wraps the wait in a new task, once per event
+                # per reader, which cost more than the rest of the read.
+                async with asyncio.timeout(idle_s):
+                    await changed.wait()
             except TimeoutError:
                 yield []
