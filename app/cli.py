@@ -21,6 +21,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
     uvicorn.run(
         "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+        # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back
+        # to the pure-Python loop and parser.
+        loop="uvloop", http="httptools",
+        # Browsers ask for permessage-deflate; each event is a small frame of its own, so
+        # compressing them costs CPU per event for little gain. SSE is never compressed.
+        ws_per_message_deflate=False,
         # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
         timeout_graceful_shutdown=10, log_level="info",
     )
