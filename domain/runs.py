@@ -219,12 +219,15 @@ class RunManager:
                 lambda done: done.cancelled() or done.exception() or self.stop(self._launch(done.result(), user_id), "cancelled")
             )
             raise
-        return self._launch(new, user_id)
+        return self._launch(new, user_id, message if new.created_conversation else None)
 
-    def _launch(self, new: NewRun, user_id: str) -> ActiveRun:
+    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None) -> ActiveRun:
         run = ActiveRun(new, user_id, self.agent.name)
         self._active[run.id] = run
-        run.task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        # A conversation created by this start holds just that message: no need to read it back
+        # (on SQLite a read outside a transaction opens a connection and a thread).
+        history = None if first_message is None else [{"role": "user", "content": first_message}]
+        run.task = asyncio.create_task(self._execute(run, history), name=f"run-{run.id}")
         return run
 
     async def cancel(self, user_id: str, run_id: str) -> None:
@@ -265,7 +268,7 @@ class RunManager:
             if run.began:
                 run.task.cancel()
 
-    async def _execute(self, run: ActiveRun) -> None:
+    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None = None) -> None:
         run.began = True
         context = TodoContext(user_id=run.user_id, db=self.db)
         usage = Usage()
@@ -275,9 +278,10 @@ class RunManager:
             async with deadline:
                 if run.stop_reason is not None:
                     raise asyncio.CancelledError  # stopped before it began
-                history = conversations.history_items(
-                    await conversations.list_messages(run.conversation_id, include_hidden=True)
-                )
+                if history is None:
+                    history = conversations.history_items(
+                        await conversations.list_messages(run.conversation_id, include_hidden=True)
+                    )
                 result = Runner.run_streamed(
                     self.agent, history, context=context, max_turns=self.settings.max_turns,
                     # Traces (when switched on) leave the machine: keep users' words out of them.
