@@ -80,8 +80,8 @@ def summarise(folded: Path, top: int = 30) -> str:
     return "\n".join(out)
 
 
-async def drive_hot(url: str, transport: str, seconds: float) -> int:
-    user, tok, message = "prof", token("prof"), long_message(500)
+async def drive_hot(url: str, transport: str, seconds: float, words: int = 500) -> int:
+    user, tok, message = "prof", token("prof"), long_message(words)
     deadline, runs = time.monotonic() + seconds, 0
     connection = await ws_connect(url, user, tok) if transport == "ws" else None
     try:
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--paced", type=int, default=0, help="N paced conversations instead of a hot stream")
-    parser.add_argument("--words", type=int, default=300, help="reply length for --paced")
+    parser.add_argument("--words", type=int, default=0, help="reply length (default: 500 hot, 300 paced)")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "profile.txt")
     args = parser.parse_args()
@@ -134,9 +134,9 @@ def main() -> None:
         )
         time.sleep(1.5)
         if args.paced:
-            runs = asyncio.run(drive_paced(url, args.transport, args.paced, args.words))
+            runs = asyncio.run(drive_paced(url, args.transport, args.paced, args.words or 300))
         else:
-            runs = asyncio.run(drive_hot(url, args.transport, args.seconds))
+            runs = asyncio.run(drive_hot(url, args.transport, args.seconds, args.words or 500))
         spy.send_signal(2)  # py-spy writes its output on SIGINT
         _, err = spy.communicate(timeout=60)
     if not folded.exists():

@@ -241,7 +241,8 @@ async def paced_series(url: str, pid: int, ns: list[int], transports: list[str],
             say(f"  {label.get('name', '')} {transport} N={n}: {row['achieved_pct_of_ideal']:.1f}% of ideal, "
                 f"TTFT p50/p99 {row['ttft_p50_ms']:.1f}/{row['ttft_p99_ms']:.1f} ms, "
                 f"gap p50/p99 {row['gap_p50_ms']:.1f}/{row['gap_p99_ms']:.1f} ms, "
-                f"server CPU {row['server_cpu_pct']:.0f}%, client CPU {row['client_cpu_pct']:.0f}%, "
+                f"server CPU {row['server_cpu_pct']:.0f}% ({row['server_cpu_us_per_event']:.0f} µs/event), "
+                f"client CPU {row['client_cpu_pct']:.0f}%, "
                 f"errors {row['error_count']}")
             await asyncio.sleep(1)
     return rows
@@ -494,6 +495,8 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
     lines += ["", "## Targets", "", "| target | figure | met |", "|---|---|---|"]
     for name, figure, ok in targets(r):
         lines.append(f"| {name} | {figure} | {'yes' if ok else 'no'} |")
+    lines += ["", "Where the time goes, what was changed and why some targets are out of reach: "
+                  "[README.md](README.md)."]
     if r.get("notes"):
         lines += ["", "## Notes", "", *r["notes"]]
     path.write_text("\n".join(lines) + "\n")
@@ -615,7 +618,9 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="an admin URL where a scratch database may be created and dropped; '' to skip "
                              "the PostgreSQL and two-worker runs (default: %(default)s)")
-    parser.add_argument("--baseline", type=Path, help="an earlier results.json: the report shows before → after")
+    parser.add_argument("--baseline", default=str(HERE / "results-before.json"),
+                        help="an earlier results.json: the report shows before → after; '' for none "
+                             "(default: bench/results-before.json, measured before the performance work)")
     parser.add_argument("--label", default="", help="a name for this run, kept in results.json")
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md, results.json, results.png go")
     parser.add_argument("--server-log", action="store_true", help="keep the servers' output in bench/server.log")
@@ -632,7 +637,9 @@ def main() -> None:
     signal.alarm(0)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline and Path(args.baseline).exists() else None
+    if baseline and baseline["meta"].get("quick") != plan.quick:
+        baseline = None  # a quick run and a full one measure different sets
     plotted = plot(results, args.out / "results.png")
     if plotted:
         results["notes"].append("- Plot: `results.png` (TTFT and gap p50/p99 against N).")
