@@ -1,7 +1,7 @@
 """Where the server's time goes: py-spy samples the server while the bench drives it.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python -m bench.profile [--transport sse|ws] [--seconds 15] [--paced N] [--out bench/profile.txt]
+    .venv/bin/python -m bench.profile [--transport sse|ws] [--seconds 15] [--paced N] [--out bench/out/profile.txt]
 
 Starts the server (1 worker, SQLite), attaches ``py-spy record`` (all threads, including
 idle ones off), drives a hot stream (one long reply after another, no delay) or ``--paced N``
@@ -117,9 +117,10 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=0, help="N paced conversations instead of a hot stream")
     parser.add_argument("--words", type=int, default=0, help="reply length (default: 500 hot, 300 paced)")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "profile.txt")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "profile.txt")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     folded = args.out.with_suffix(".folded")
     env = {"MAX_ACTIVE_RUNS_PER_USER": "1000", "OFFLINE_TOKEN_DELAY_MS": "20" if args.paced else "0"}
     with running_server(**env) as (url, process):

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -53,7 +54,7 @@ class Plan:
         self.hot_words = 500
         self.hot_runs = 8 if quick else 20
         self.replay_words = 2000
-        self.replays = 10 if quick else 30
+        self.replays = 40 if quick else 120  # enough CPU ticks (10 ms each) to read µs per event
         self.ttft_runs = 20 if quick else 50
         self.paced_ns = [100, 250] if quick else [100, 250, 500, 1000]
         self.paced_words = 150 if quick else 300  # 3 s or 6 s at 50 events/s
@@ -215,8 +216,15 @@ async def paced(url: str, pid: int, transport: str, n: int, plan: Plan, ramp_s: 
     rates = [r for s in streams if (r := s.text_rate) is not None]
     texts = sum(s.texts for s in streams)
     ideal_rate = 1000 / PACED_DELAY_MS
+    # Starts that queue spread the replies out: how many were streaming at the same moment.
+    edges = sorted([(s.first_text_at, 1) for s in streams if s.first_text_at]
+                   + [(s.last_text_at, -1) for s in streams if s.first_text_at])
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
     return {
-        "transport": transport, "n": n, "text_events": texts, "wall_s": m.wall_s,
+        "transport": transport, "n": n, "peak_streaming": peak, "text_events": texts, "wall_s": m.wall_s,
         "ideal_events_per_s": n * ideal_rate, "achieved_events_per_s": sum(rates),
         "achieved_pct_of_ideal": 100 * _mean(rates) / ideal_rate,
         "ttft_min_ms": min(ttfts, default=float("nan")), "ttft_p50_ms": percentile(ttfts, 50),
@@ -239,7 +247,8 @@ async def paced_series(url: str, pid: int, ns: list[int], transports: list[str],
                 row["pg_transactions"] = await _pg_commits(pg_url) - commits
                 row["pg_transactions_per_text_event"] = row["pg_transactions"] / max(row["text_events"], 1)
             rows.append(row)
-            say(f"  {label.get('name', '')} {transport} N={n}: {row['achieved_pct_of_ideal']:.1f}% of ideal, "
+            say(f"  {label.get('name', '')} {transport} N={n}: {row['peak_streaming']} streaming at once, "
+                f"{row['achieved_pct_of_ideal']:.1f}% of ideal, "
                 f"TTFT min/p50/p99 {row['ttft_min_ms']:.0f}/{row['ttft_p50_ms']:.1f}/{row['ttft_p99_ms']:.1f} ms, "
                 f"gap p50/p99 {row['gap_p50_ms']:.1f}/{row['gap_p99_ms']:.1f} ms, "
                 f"server CPU {row['server_cpu_pct']:.0f}% ({row['server_cpu_us_per_event']:.0f} µs/event), "
@@ -388,10 +397,10 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         v = r["ttft_idle"]["short"]["ttft_p50_ms"]
         out.append(("TTFT p50 < 10 ms on an idle server (direct reply)", f"{v:.1f} ms", v < 10))
         v = r["ttft_idle"]["long"]["ttft_p50_ms"]
-        out.append(("  (the same for the long reply, after its tool call)", f"{v:.1f} ms", v < 10))
+        out.append(("  (not a target: the long reply, whose first text follows a tool call)", f"{v:.1f} ms", None))
     for row in r.get("paced", []):
-        if row["n"] == 100 and row["workers"] == 1 and row["db"] == "sqlite":
-            out.append((f"TTFT p99 < 250 ms, 100 conversations in one second ({row['transport']})",
+        if row["n"] == 100 and row["workers"] == 1:
+            out.append((f"TTFT p99 < 250 ms, 100 conversations in one second ({row['name']}, {row['transport']})",
                         f"{row['ttft_p99_ms']:.1f} ms", row["ttft_p99_ms"] < 250))
     for row in r.get("idle", []):
         if row["streams"] == 10000:
@@ -449,13 +458,13 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
                      f"{both(lambda x: x['ttft_idle'][kind]['ttft_p99_ms'])} | "
                      f"{both(lambda x: x['ttft_idle'][kind]['start_p50_ms'])} |")
     lines += ["", "## Paced load (each reply 50 text events/s; conversations start within one second)", "",
-              "| server | transport | N | ideal ev/s | achieved % of ideal | TTFT p50 ms | TTFT p99 ms | gap p50 ms "
-              "| gap p99 ms | server CPU % | server µs/event | client CPU % | errors |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| server | transport | N | peak streaming | ideal ev/s | achieved % of ideal | TTFT p50 ms | TTFT p99 ms "
+              "| gap p50 ms | gap p99 ms | server CPU % | server µs/event | client CPU % | errors |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if "sdk_paced" in r["floors"]:
         sp = r["floors"]["sdk_paced"]
         lines.append(
-            f"| SDK alone, no server (bare script) | – | {sp['n']:,} | {sp['n'] * 50:,} | "
+            f"| SDK alone, no server (bare script) | – | {sp['n']:,} | – | {sp['n'] * 50:,} | "
             f"{both(lambda x: x['floors']['sdk_paced']['achieved_pct_of_ideal'])} | – | – | "
             f"{both(lambda x: x['floors']['sdk_paced']['gap_p50_ms'])} | "
             f"{both(lambda x: x['floors']['sdk_paced']['gap_p99_ms'])} | "
@@ -466,7 +475,8 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
             return next(p for p in x["paced"] if (p["name"], p["transport"], p["n"]) ==
                         (row["name"], row["transport"], row["n"]))
         lines.append(
-            f"| {row['name']} | {row['transport'].upper()} | {row['n']:,} | {row['ideal_events_per_s']:,.0f} | "
+            f"| {row['name']} | {row['transport'].upper()} | {row['n']:,} | {both(lambda x: match(x)['peak_streaming'], 0)} "
+            f"| {row['ideal_events_per_s']:,.0f} | "
             f"{both(lambda x: match(x)['achieved_pct_of_ideal'])} | {both(lambda x: match(x)['ttft_p50_ms'])} | "
             f"{both(lambda x: match(x)['ttft_p99_ms'])} | {both(lambda x: match(x)['gap_p50_ms'])} | "
             f"{both(lambda x: match(x)['gap_p99_ms'])} | {both(lambda x: match(x)['server_cpu_pct'], 0)} | "
@@ -495,7 +505,7 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
                      f"{both(lambda x: x['cancel'][kind]['p99_ms'], 2)} | {both(lambda x: x['cancel'][kind]['max_ms'], 2)} |")
     lines += ["", "## Targets", "", "| target | figure | met |", "|---|---|---|"]
     for name, figure, ok in targets(r):
-        lines.append(f"| {name} | {figure} | {'yes' if ok else 'no'} |")
+        lines.append(f"| {name} | {figure} | {'–' if ok is None else 'yes' if ok else 'no'} |")
     lines += ["", "Where the time goes, what was changed and why some targets are out of reach: "
                   "[README.md](README.md)."]
     if r.get("notes"):
@@ -626,12 +636,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md, results.json, results.png go")
     parser.add_argument("--server-log", action="store_true", help="keep the servers' output in bench/server.log")
     parser.add_argument("--max-minutes", type=float, default=30, help="stop everything after this long")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
     args = parser.parse_args()
+    if args.report_only:
+        results = json.loads((args.out / "results.json").read_text())
+        baseline = json.loads(Path(args.baseline).read_text()) if args.baseline and Path(args.baseline).exists() else None
+        if baseline and baseline["meta"].get("quick") != results["meta"].get("quick"):
+            baseline = None
+        write_report(results, baseline, args.out / "RESULTS.md")
+        return
     raise_fd_limit()
+    # Stopped from outside, still stop the servers (context managers) and the scratch database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = Plan(args.quick)
     # A hard stop however a phase behaves: the servers are our children and go with us.
-    import signal
-
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("--max-minutes reached")))
     signal.alarm(int(args.max_minutes * 60))
     results = run(plan, args)
@@ -647,7 +665,7 @@ def main() -> None:
     write_report(results, baseline, args.out / "RESULTS.md")
     say(f"wrote {args.out / 'RESULTS.md'}, results.json{', results.png' if plotted else ''}")
     for name, figure, ok in targets(results):
-        print(f"  {'MET ' if ok else 'MISS'} {name}: {figure}")
+        print(f"  {'    ' if ok is None else 'MET ' if ok else 'MISS'} {name}: {figure}")
 
 
 if __name__ == "__main__":
