@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
+from piccolo.table import Table
 
 from domain import events
 from domain.conversations import HIDDEN_STOPPED_NOTE, MESSAGE_COLUMNS, MessageView, ToolRecord, message_view, parse_id
@@ -124,9 +125,8 @@ async def begin_run(
         await _check_limits(user_id, limits, started)
         if conversation_id is None:
             key, title = uuid.uuid4(), title_for(message)
-            await Conversation.insert(
-                Conversation(id=key, user_id=user_id, title=title, created_at=started, updated_at=started)
-            )
+            await _insert(db, Conversation, id=key, user_id=user_id, title=title, created_at=started,
+                          updated_at=started)
         else:
             key = parse_id(conversation_id)
             row = key and await (
@@ -139,20 +139,17 @@ async def begin_run(
             title = row["title"]
             if await Run.exists().where(Run.conversation == key, Run.status == "running"):
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
-            await Conversation.update({Conversation.updated_at: started}).where(Conversation.id == key)
+            await _execute(db, _TOUCH_CONVERSATION, started, key)
         if again is None:
             said = MessageView(id=str(uuid.uuid4()), role="user", content=message, status="completed",
                                created_at=started, run_id=str(run_id))
-            await Message.insert(
-                Message(id=uuid.UUID(said.id), conversation=key, run_id=said.run_id, role="user", content=message,
-                        status="completed", created_at=started)
-            )
+            await _insert(db, Message, id=uuid.UUID(said.id), conversation=key, run_id=said.run_id, role="user",
+                          content=message, tool=None, status="completed", feedback=None, created_at=started)
         else:
             said = await _answer_again(key, again, str(run_id))
-        await Run.insert(
-            Run(id=run_id, conversation=key, user_id=user_id, status="running", message_id=str(message_id),
-                created_at=started, instance=instance, heartbeat_at=started)
-        )
+        await _insert(db, Run, id=run_id, conversation=key, user_id=user_id, status="running",
+                      message_id=str(message_id), input_tokens=0, output_tokens=0, error_code=None,
+                      created_at=started, finished_at=None, instance=instance, heartbeat_at=started)
     return NewRun(
         run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
         created_conversation=conversation_id is None, title=title, user_message=said,
@@ -191,6 +188,13 @@ async def _execute(db: Engine, sql: str, *args: object) -> None:
         await connection.execute(_PLACEHOLDER.sub("?", sql), args)
     else:
         await connection.execute(sql, *args)
+
+
+async def _insert(db: Engine, table: type[Table], **values: object) -> None:
+    """One row by the driver, every column given (see ``_execute``)."""
+    marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    await _execute(db, f"INSERT INTO {table._meta.tablename} ({', '.join(values)}) VALUES ({marks})",
+                   *values.values())
 
 
 def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[tuple[uuid.UUID, int, str]]:
