@@ -91,20 +91,27 @@ class RunLimits(msgspec.Struct, frozen=True):
     messages_per_minute: int = 30
 
 
-async def _check_limits(user_id: str, limits: RunLimits, started: datetime) -> None:
-    # Counted in the database, so the limits hold across server instances.
-    active = await Run.count().where(Run.user_id == user_id, Run.status == "running")
+_LIMIT_COUNTS = (
+    "SELECT (SELECT COUNT(*) FROM {run} WHERE user_id = $1 AND status = 'running') AS active, "
+    "(SELECT COUNT(*) FROM {run} WHERE user_id = $1 AND created_at > $2) AS recent, "
+    "(SELECT MIN(created_at) FROM {run} WHERE user_id = $1 AND created_at > $2) AS oldest"
+).format(run=Run._meta.tablename)
+
+
+async def _check_limits(db: Engine, user_id: str, limits: RunLimits, started: datetime) -> None:
+    # Counted in the database, so the limits hold across server instances. One statement by
+    # the driver: it runs inside begin_run's write transaction (see _execute).
+    window = started - timedelta(minutes=1)
+    active, recent, oldest = await _fetch_row(db, _LIMIT_COUNTS, user_id, window)
     if active >= limits.active_runs_per_user:
         raise LimitExceeded(
             f"You already have {active} replies running (the limit is {limits.active_runs_per_user}); "
             "wait for one to finish or cancel it.", retry_after_s=2,
         )
-    window = started - timedelta(minutes=1)
-    recent = await Run.select(Run.created_at).where(Run.user_id == user_id, Run.created_at > window).order_by(
-        Run.created_at
-    )
-    if len(recent) >= limits.messages_per_minute:
-        retry_after = recent[0]["created_at"] - window
+    if recent >= limits.messages_per_minute:
+        if isinstance(oldest, str):  # SQLite keeps timestamps as text
+            oldest = datetime.fromisoformat(oldest)
+        retry_after = oldest - window
         raise LimitExceeded(
             f"You can send {limits.messages_per_minute} messages a minute; try again shortly.",
             retry_after_s=max(1, math.ceil(retry_after.total_seconds())),
@@ -122,7 +129,7 @@ async def begin_run(
     started = now()
     run_id, message_id = uuid.uuid4(), uuid.uuid4()
     async with write_transaction(db):
-        await _check_limits(user_id, limits, started)
+        await _check_limits(db, user_id, limits, started)
         if conversation_id is None:
             key, title = uuid.uuid4(), title_for(message)
             await _insert(db, Conversation, id=key, user_id=user_id, title=title, created_at=started,
@@ -178,16 +185,26 @@ _FINISH_RUN = (
     "finished_at = $5 WHERE id = $6"
 )
 _TOUCH_CONVERSATION = f"UPDATE {Conversation._meta.tablename} SET updated_at = $1 WHERE id = $2"
-_PLACEHOLDER = re.compile(r"\$\d+")
+_PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
 async def _execute(db: Engine, sql: str, *args: object) -> None:
     """One statement with ``$n`` placeholders, inside the current write transaction."""
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        await connection.execute(_PLACEHOLDER.sub("?", sql), args)
+        await connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
     else:
         await connection.execute(sql, *args)
+
+
+async def _fetch_row(db: Engine, sql: str, *args: object) -> tuple:
+    """The one row a statement returns (see ``_execute``)."""
+    connection = db.current_transaction.get().connection
+    if isinstance(db, SQLiteEngine):
+        cursor = await connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
+        row = (await cursor.fetchall())[0]
+        return tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    return tuple(await connection.fetchrow(sql, *args))
 
 
 async def _insert(db: Engine, table: type[Table], **values: object) -> None:
