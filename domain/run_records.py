@@ -207,11 +207,25 @@ async def _fetch_row(db: Engine, sql: str, *args: object) -> tuple:
     return tuple(await connection.fetchrow(sql, *args))
 
 
+def _insert_sql(table: type[Table], columns: Sequence[str]) -> str:
+    marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    return f"INSERT INTO {table._meta.tablename} ({', '.join(columns)}) VALUES ({marks})"
+
+
 async def _insert(db: Engine, table: type[Table], **values: object) -> None:
     """One row by the driver, every column given (see ``_execute``)."""
-    marks = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-    await _execute(db, f"INSERT INTO {table._meta.tablename} ({', '.join(values)}) VALUES ({marks})",
-                   *values.values())
+    await _execute(db, _insert_sql(table, list(values)), *values.values())
+
+
+async def _insert_rows(db: Engine, table: type[Table], rows: list[dict[str, object]]) -> None:
+    """Rows with the same columns, by the driver's executemany (see ``_execute``)."""
+    columns = list(rows[0])
+    sql, values = _insert_sql(table, columns), [tuple(row[c] for c in columns) for row in rows]
+    connection = db.current_transaction.get().connection
+    if isinstance(db, SQLiteEngine):
+        await connection.executemany(_PLACEHOLDER.sub(r"?\1", sql), values)
+    else:
+        await connection.executemany(sql, values)
 
 
 def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[tuple[uuid.UUID, int, str]]:
@@ -260,11 +274,11 @@ async def finish_run(db: Engine, run: FinishedRun, unsaved: tuple[int, Sequence[
                                 content=HIDDEN_STOPPED_NOTE, status="completed",
                                 created_at=finished + timedelta(microseconds=1)))
     async with write_transaction(db):
-        if messages:
-            await Message.insert(*messages)
-        await _insert_events(db, _event_rows(run.run_id, *unsaved))
         # By the driver, as the events: on SQLite each Piccolo query is four trips to the
         # connection's thread, each waiting for a turn of a busy loop while holding the lock.
+        if messages:
+            await _insert_rows(db, Message, [message.to_dict() for message in messages])
+        await _insert_events(db, _event_rows(run.run_id, *unsaved))
         await _execute(db, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens, run.error_code,
                        finished, uuid.UUID(run.run_id))
         await _execute(db, _TOUCH_CONVERSATION, finished, key)
