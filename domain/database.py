@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import fcntl
 import io
+import weakref
+from collections.abc import AsyncIterator
 import logging
 import os
 from pathlib import Path
@@ -102,9 +104,22 @@ async def migrate() -> None:
         raise RuntimeError(f"database migration failed: {result.message}")
 
 
-def write_transaction(engine: Engine):
-    """A transaction for writes: IMMEDIATE on SQLite, where a DEFERRED read-then-write
-    fails with "database is locked" as soon as two writers meet."""
-    if isinstance(engine, SQLiteEngine):
-        return engine.transaction(transaction_type=TransactionType.immediate)
-    return engine.transaction()
+# One SQLite writer at a time per event loop (an app has one loop and one engine), queued
+# here. Writers that meet inside SQLite wait in its busy handler, which sleeps up to 100 ms a
+# try and lets newcomers overtake: under load, starts waited seconds for the lock and some
+# gave up after the 30 s timeout ("database is locked"). Here the lock passes on at once.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: Engine) -> AsyncIterator[None]:
+    """A transaction for writes (not nested in another). On SQLite: IMMEDIATE, where a
+    DEFERRED read-then-write fails with "database is locked" as soon as two writers meet, and
+    queued behind this process's other writers."""
+    if not isinstance(engine, SQLiteEngine):
+        async with engine.transaction():
+            yield
+        return
+    lock = _SQLITE_WRITERS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.transaction(transaction_type=TransactionType.immediate):
+        yield

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import re
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import msgspec
@@ -18,7 +15,7 @@ from piccolo.table import Table
 
 from domain import events
 from domain.conversations import HIDDEN_STOPPED_NOTE, MESSAGE_COLUMNS, MessageView, ToolRecord, message_view, parse_id
-from domain.database import write_transaction as _write_transaction
+from domain.database import write_transaction
 from domain.errors import InvalidInput, LimitExceeded, NotFound, RunActive
 from domain.events import RunStatus
 from domain.tables import Conversation, Message, Run, RunEvent
@@ -57,24 +54,6 @@ class FinishedRun(msgspec.Struct, frozen=True):
     input_tokens: int = 0
     output_tokens: int = 0
     error_code: str | None = None
-
-
-# One writer at a time per process on SQLite, queued on the event loop. Writers that meet
-# inside SQLite wait in its busy handler, which sleeps up to 100 ms a try and lets newcomers
-# overtake: under load, starts waited seconds for the lock and some gave up after the 30 s
-# timeout ("database is locked"). Queued here, the lock passes on the moment it is free.
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-@contextlib.asynccontextmanager
-async def write_transaction(db: Engine) -> AsyncIterator[None]:
-    if not isinstance(db, SQLiteEngine):
-        async with _write_transaction(db):
-            yield
-        return
-    lock = _SQLITE_WRITERS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with lock, _write_transaction(db):
-        yield
 
 
 def title_for(message: str) -> str:
