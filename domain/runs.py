@@ -215,9 +215,11 @@ class RunManager:
         except asyncio.CancelledError:
             # The caller left mid-request (a client hung up): that is Stop. Once the run is
             # written, launch it stopped, so it still ends with done and leaves no "running" row.
-            begin.add_done_callback(
-                lambda done: done.cancelled() or done.exception() or self.stop(self._launch(done.result(), user_id), "cancelled")
-            )
+            def launch_stopped(done: asyncio.Future[NewRun]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.stop(self._launch(done.result(), user_id), "cancelled")
+
+            begin.add_done_callback(launch_stopped)
             raise
         return self._launch(new, user_id, message if new.created_conversation else None)
 
