@@ -83,17 +83,14 @@ async def get_conversation(user_id: str, conversation_id: str | None) -> Convers
     return _conversation(row) if row else None
 
 
-async def list_conversations(
-    user_id: str, limit: int = 50, *, newest_first: bool = True, before: datetime | None = None
-) -> list[ConversationView]:
+async def list_conversations(user_id: str, limit: int = 50) -> list[ConversationView]:
+    """Most recently active first."""
     query = (
         Conversation.select(*_CONVERSATION_COLUMNS)
         .where(Conversation.user_id == user_id)
-        .order_by(Conversation.updated_at, ascending=not newest_first)
+        .order_by(Conversation.updated_at, ascending=False)
         .limit(limit)
     )
-    if before is not None:
-        query = query.where(Conversation.updated_at < before)
     return [_conversation(row) for row in await query]
 
 

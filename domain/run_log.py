@@ -19,10 +19,6 @@ class RunLog:
     def __len__(self) -> int:
         return len(self._events)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def append(self, event: bytes, *, last: bool = False) -> None:
         if self._closed:
             raise RuntimeError("append to a closed run log")
