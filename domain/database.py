@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import io
-import weakref
 from collections.abc import AsyncIterator
 import logging
 import os
@@ -25,6 +24,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType  # noqa: E402
 import asyncpg  # noqa: E402
 
 from domain import piccolo_conf  # noqa: E402
+from domain.sqlite_pool import PooledSQLiteEngine  # noqa: E402
 from domain.tables import TABLES  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def engine_for(url: str) -> Engine:
             raise DatabaseUrlError("sqlite URLs need a file path, e.g. sqlite:///data/chat.sqlite3")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Many runs write at once: wait for the write lock rather than fail at once.
-        return SQLiteEngine(path=path, timeout=30)
+        return PooledSQLiteEngine(path=path, timeout=30)
     if scheme in ("postgres", "postgresql"):
         return PostgresEngine(config={"dsn": url})
     raise DatabaseUrlError(f"unsupported database URL scheme {scheme!r} (use sqlite:// or postgresql://)")
@@ -91,6 +91,8 @@ async def _migration_lock(url: str, engine: Engine):
 async def close_database(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
+    elif isinstance(engine, PooledSQLiteEngine):
+        await engine.close()
 
 
 async def migrate() -> None:
@@ -104,22 +106,11 @@ async def migrate() -> None:
         raise RuntimeError(f"database migration failed: {result.message}")
 
 
-# One SQLite writer at a time per event loop (an app has one loop and one engine), queued
-# here. Writers that meet inside SQLite wait in its busy handler, which sleeps up to 100 ms a
-# try and lets newcomers overtake: under load, starts waited seconds for the lock and some
-# gave up after the 30 s timeout ("database is locked"). Here the lock passes on at once.
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
 @contextlib.asynccontextmanager
 async def write_transaction(engine: Engine) -> AsyncIterator[None]:
     """A transaction for writes (not nested in another). On SQLite: IMMEDIATE, where a
-    DEFERRED read-then-write fails with "database is locked" as soon as two writers meet, and
-    queued behind this process's other writers."""
-    if not isinstance(engine, SQLiteEngine):
-        async with engine.transaction():
-            yield
-        return
-    lock = _SQLITE_WRITERS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with lock, engine.transaction(transaction_type=TransactionType.immediate):
+    DEFERRED read-then-write fails with "database is locked" as soon as two writers meet;
+    the pooled engine queues it behind this process's other writers."""
+    options = {"transaction_type": TransactionType.immediate} if isinstance(engine, SQLiteEngine) else {}
+    async with engine.transaction(**options):
         yield

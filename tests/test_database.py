@@ -1,0 +1,47 @@
+"""The database layer under concurrency: what one request writes, another never half-sees."""
+
+from __future__ import annotations
+
+import asyncio
+
+from domain import tasks
+from domain.database import close_database, open_database, write_transaction
+from domain.tables import Task
+
+
+def test_readers_never_see_an_open_write_and_a_failed_write_leaves_nothing(database_url):
+    async def scenario() -> None:
+        db = await open_database(database_url)
+        try:
+            writing, release = asyncio.Event(), asyncio.Event()
+
+            async def half_then_fail() -> None:
+                async with write_transaction(db):
+                    await Task.insert(Task(user_id="alice", title="half written"))
+                    writing.set()
+                    await release.wait()
+                    raise RuntimeError("the request failed midway")
+
+            failing = asyncio.create_task(half_then_fail())
+            await writing.wait()
+            # Reads go on while the transaction is open, and do not see it.
+            assert await tasks.list_tasks("alice") == []
+            queued = asyncio.create_task(tasks.add_task(db, "bob", "after the failure", None))
+            await asyncio.sleep(0.05)
+            if database_url.startswith("sqlite"):
+                assert not queued.done()  # one writer at a time: it waits its turn, then lands
+            release.set()
+            try:
+                await failing
+            except RuntimeError:
+                pass
+            await queued
+            assert await tasks.list_tasks("alice") == []
+            assert [t.title for t in await tasks.list_tasks("bob")] == ["after the failure"]
+            # Many at once: every write lands, none fails with "database is locked".
+            await asyncio.gather(*(tasks.add_task(db, "carol", f"task {n}", None) for n in range(50)))
+            assert len(await tasks.list_tasks("carol")) == 50
+        finally:
+            await close_database(db)
+
+    asyncio.run(scenario())
