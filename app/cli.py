@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
         # compressing them costs CPU per event for little gain. SSE is never compressed.
         ws_per_message_deflate=False,
         # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
-        timeout_graceful_shutdown=10, log_level="info",
+        timeout_graceful_shutdown=10, log_level=settings.log_level.lower(),
     )
     return 0
 

@@ -24,7 +24,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType  # noqa: E402
 import asyncpg  # noqa: E402
 
 from domain import piccolo_conf  # noqa: E402
-from domain.sqlite_pool import PooledSQLiteEngine  # noqa: E402
+from domain.sqlite_engine import InlineSQLiteEngine  # noqa: E402
 from domain.tables import TABLES  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ def engine_for(url: str) -> Engine:
         if not path or path == ":memory:":
             raise DatabaseUrlError("sqlite URLs need a file path, e.g. sqlite:///data/chat.sqlite3")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Many runs write at once: wait for the write lock rather than fail at once.
-        return PooledSQLiteEngine(path=path, timeout=30)
+        return InlineSQLiteEngine(path=path)
     if scheme in ("postgres", "postgresql"):
         return PostgresEngine(config={"dsn": url})
     raise DatabaseUrlError(f"unsupported database URL scheme {scheme!r} (use sqlite:// or postgresql://)")
@@ -91,7 +90,7 @@ async def _migration_lock(url: str, engine: Engine):
 async def close_database(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
-    elif isinstance(engine, PooledSQLiteEngine):
+    elif isinstance(engine, InlineSQLiteEngine):
         await engine.close()
 
 
@@ -110,7 +109,7 @@ async def migrate() -> None:
 async def write_transaction(engine: Engine) -> AsyncIterator[None]:
     """A transaction for writes (not nested in another). On SQLite: IMMEDIATE, where a
     DEFERRED read-then-write fails with "database is locked" as soon as two writers meet;
-    the pooled engine queues it behind this process's other writers."""
+    the engine queues it behind this process's other writers."""
     options = {"transaction_type": TransactionType.immediate} if isinstance(engine, SQLiteEngine) else {}
     async with engine.transaction(**options):
         yield

@@ -150,9 +150,15 @@ class OfflineModel(Model):
                 type="response.content_part.added", item_id=item_id, output_index=0, content_index=0,
                 part=empty, sequence_number=next(seq),
             )
+            # Pieces are due on the model's own clock, as a provider's tokens arrive whatever
+            # the server is doing: a loaded loop that wakes late gets the overdue ones at once
+            # instead of slowing the model down.
+            loop = asyncio.get_running_loop()
+            due = loop.time()
             for n, piece in enumerate(_PIECE.findall(turn.text)):
                 if n and self.token_delay_s > 0:
-                    await asyncio.sleep(self.token_delay_s)
+                    due += self.token_delay_s
+                    await asyncio.sleep(max(0.0, due - loop.time()))
                 yield ResponseTextDeltaEvent(
                     type="response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
                     delta=piece, logprobs=[], sequence_number=next(seq),

@@ -170,8 +170,8 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 async def _execute(db: Engine, sql: str, *args: object) -> None:
     """One statement with ``$n`` placeholders, inside the current write transaction."""
     connection = db.current_transaction.get().connection
-    if isinstance(db, SQLiteEngine):
-        await connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
+    if isinstance(db, SQLiteEngine):  # runs in place (domain/sqlite_engine.py)
+        connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
     else:
         await connection.execute(sql, *args)
 
@@ -180,8 +180,7 @@ async def _fetch_row(db: Engine, sql: str, *args: object) -> tuple:
     """The one row a statement returns (see ``_execute``)."""
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        cursor = await connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
-        row = (await cursor.fetchall())[0]
+        row = connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args).fetchone()
         return tuple(row.values()) if isinstance(row, dict) else tuple(row)
     return tuple(await connection.fetchrow(sql, *args))
 
@@ -202,7 +201,7 @@ async def _insert_rows(db: Engine, table: type[Table], rows: list[dict[str, obje
     sql, values = _insert_sql(table, columns), [tuple(row[c] for c in columns) for row in rows]
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        await connection.executemany(_PLACEHOLDER.sub(r"?\1", sql), values)
+        connection.executemany(_PLACEHOLDER.sub(r"?\1", sql), values)
     else:
         await connection.executemany(sql, values)
 
@@ -222,7 +221,7 @@ async def _insert_events(db: Engine, rows: list[tuple[uuid.UUID, int, str]]) -> 
         return
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        await connection.executemany(_INSERT_EVENT + "(?, ?, ?)", [(str(r), s, p) for r, s, p in rows])
+        connection.executemany(_INSERT_EVENT + "(?, ?, ?)", [(str(r), s, p) for r, s, p in rows])
     else:
         await connection.executemany(_INSERT_EVENT + "($1, $2, $3)", rows)
 
@@ -253,8 +252,7 @@ async def finish_run(db: Engine, run: FinishedRun, unsaved: tuple[int, Sequence[
                                 content=HIDDEN_STOPPED_NOTE, status="completed",
                                 created_at=finished + timedelta(microseconds=1)))
     async with write_transaction(db):
-        # By the driver, as the events: on SQLite each Piccolo query is four trips to the
-        # connection's thread, each waiting for a turn of a busy loop while holding the lock.
+        # By the driver, as the events: Piccolo renders each row object's query, slowly.
         if messages:
             await _insert_rows(db, Message, [message.to_dict() for message in messages])
         await _insert_events(db, _event_rows(run.run_id, *unsaved))

@@ -226,8 +226,7 @@ class RunManager:
     def _launch(self, new: NewRun, user_id: str, first_message: str | None = None) -> ActiveRun:
         run = ActiveRun(new, user_id, self.agent.name)
         self._active[run.id] = run
-        # A conversation created by this start holds just that message: no need to read it back
-        # (on SQLite a read outside a transaction opens a connection and a thread).
+        # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
         run.task = asyncio.create_task(self._execute(run, history), name=f"run-{run.id}")
         return run

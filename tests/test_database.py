@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from domain import tasks
 from domain.database import close_database, open_database, write_transaction
@@ -45,3 +46,36 @@ def test_readers_never_see_an_open_write_and_a_failed_write_leaves_nothing(datab
             await close_database(db)
 
     asyncio.run(scenario())
+
+
+def test_a_sqlite_write_waits_while_another_process_holds_the_lock(tmp_path):
+    """A second worker or ``chat-server migrate`` on the same file: the write waits, then lands."""
+    url = f"sqlite:///{tmp_path / 'chat.sqlite3'}"
+
+    async def scenario() -> float:
+        db = await open_database(url)
+        other = sqlite3.connect(tmp_path / "chat.sqlite3", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, other.execute, "COMMIT")
+            started = loop.time()
+            ticks = 0
+
+            async def tick() -> None:  # the loop stays free while the write waits
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            await tasks.add_task(db, "dave", "after the lock", None)
+            ticker.cancel()
+            assert [t.title for t in await tasks.list_tasks("dave")] == ["after the lock"]
+            assert ticks >= 10
+            return loop.time() - started
+        finally:
+            other.close()
+            await close_database(db)
+
+    assert asyncio.run(scenario()) >= 0.3
