@@ -14,7 +14,7 @@ class RunLog:
     def __init__(self) -> None:
         self._events: list[bytes] = []
         self._closed = False
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None  # made by a reader that waits
 
     def __len__(self) -> int:
         return len(self._events)
@@ -24,9 +24,11 @@ class RunLog:
             raise RuntimeError("append to a closed run log")
         self._events.append(event)
         self._closed = last
-        # Swap the event: readers waiting on the old one wake, later readers wait on the new one.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        # Wake the readers waiting now; the next one to wait makes a new event. A model that
+        # streams flat out appends many events between two waits: no event object for each.
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def since(self, start: int) -> list[bytes]:
         return self._events[start:]
@@ -46,6 +48,8 @@ class RunLog:
                 continue
             if self._closed:
                 return
+            if self._changed is None:
+                self._changed = asyncio.Event()
             changed = self._changed
             try:
                 # Not wait_for: on Python 3.11 it wraps the wait in a new task, once per event
