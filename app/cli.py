@@ -6,8 +6,12 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from app.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
         # needs the broker, which needs PostgreSQL or Redis.
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
     uvicorn.run(
-        "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+        "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
         # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back
         # to the pure-Python loop and parser.
         loop="uvloop", http="httptools",
@@ -31,6 +35,15 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10, log_level=settings.log_level.lower(),
     )
     return 0
+
+
+def serving_app() -> Litestar:
+    """The app of a ``serve`` process (each worker calls this), garbage collector tuned."""
+    from app.gc_tuning import tune_gc
+    from app.main import create_app
+
+    tune_gc()
+    return create_app()
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -37,7 +37,10 @@ async def measure(runs: int, words: int, paced: int = 0) -> dict[str, float]:
         from domain.offline_model import OfflineModel
         from domain.tools import TodoContext
 
+        from app.gc_tuning import tune_gc
+
         db = await open_database(f"sqlite:///{os.path.join(data_dir, 'floor.sqlite3')}")
+        tune_gc()  # as a serving process does, so the floor stays the floor
         set_tracing_disabled(True)
         agent = todo_agent(OfflineModel(token_delay_s=0.02 if paced else 0))
         history = [{"role": "user", "content": long_message(words)}]
