@@ -8,10 +8,9 @@ SQLite. Here two long-lived connections answer in place: in WAL mode with synchr
 a commit writes to the WAL without waiting for the disk, so no statement blocks the loop for
 long; the fsyncs happen in checkpoints, which run on a worker thread.
 
-- Transactions (every one is a writer's: IMMEDIATE for writes, see write_transaction) take
-  turns on the writer connection, queued on an asyncio lock, so the lock passes on at once
-  instead of through SQLite's busy handler (which sleeps up to 100 ms a try and lets
-  newcomers overtake).
+- Transactions (every one is a writer's, begun IMMEDIATE) take turns on the writer
+  connection, queued on an asyncio lock, so the lock passes on at once instead of through
+  SQLite's busy handler (which sleeps up to 100 ms a try and lets newcomers overtake).
 - Queries outside a transaction use the reader connection, which in WAL mode sees the last
   commit and never an open transaction.
 - Another process holding the write lock (a second worker, ``chat-server migrate``) makes
@@ -41,7 +40,10 @@ class InlineTransaction(SQLiteTransaction):
         await self._lock.acquire()
         try:
             self.connection = engine.writer
-            await engine.when_not_busy(lambda: self.connection.execute(f"BEGIN {self.transaction_type.value}"))
+            # Every transaction here is a writer's: a DEFERRED one would meet another process's
+            # lock at its first write, inside the transaction, where it cannot wait asleep.
+            kind = "EXCLUSIVE" if self.transaction_type is TransactionType.exclusive else "IMMEDIATE"
+            await engine.when_not_busy(lambda: self.connection.execute(f"BEGIN {kind}"))
         except BaseException:
             self._lock.release()
             raise
