@@ -206,12 +206,13 @@ async def _insert_rows(db: Engine, table: type[Table], rows: list[dict[str, obje
         await connection.executemany(sql, values)
 
 
-def _event_rows(run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[tuple[uuid.UUID, int, str]]:
-    key = uuid.UUID(run_id)
+def _event_rows(db: Engine, run_id: str, first_seq: int, payloads: Sequence[bytes]) -> list[tuple[object, int, str]]:
+    # SQLite keeps a UUID as its text: no str() of a UUID object for every row (0.4 µs each).
+    key = run_id if isinstance(db, SQLiteEngine) else uuid.UUID(run_id)
     return [(key, first_seq + n, p.decode()) for n, p in enumerate(payloads)]
 
 
-async def _insert_events(db: Engine, rows: list[tuple[uuid.UUID, int, str]]) -> None:
+async def _insert_events(db: Engine, rows: list[tuple[object, int, str]]) -> None:
     """Inside a write transaction: one prepared statement run for every row, by the driver.
 
     Piccolo builds and renders a query string per row object (about 40 µs a row: most of the
@@ -221,14 +222,14 @@ async def _insert_events(db: Engine, rows: list[tuple[uuid.UUID, int, str]]) -> 
         return
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        connection.executemany(_INSERT_EVENT + "(?, ?, ?)", [(str(r), s, p) for r, s, p in rows])
+        connection.executemany(_INSERT_EVENT + "(?, ?, ?)", rows)
     else:
         await connection.executemany(_INSERT_EVENT + "($1, $2, $3)", rows)
 
 
 async def save_events(db: Engine, batches: Sequence[tuple[str, int, Sequence[bytes]]]) -> None:
     """Append events of several runs in one transaction: (run_id, seq of the first, payloads)."""
-    rows = [row for run_id, first, payloads in batches for row in _event_rows(run_id, first, payloads)]
+    rows = [row for run_id, first, payloads in batches for row in _event_rows(db, run_id, first, payloads)]
     if rows:
         async with write_transaction(db):
             await _insert_events(db, rows)
@@ -255,7 +256,7 @@ async def finish_run(db: Engine, run: FinishedRun, unsaved: tuple[int, Sequence[
         # By the driver, as the events: Piccolo renders each row object's query, slowly.
         if messages:
             await _insert_rows(db, Message, [message.to_dict() for message in messages])
-        await _insert_events(db, _event_rows(run.run_id, *unsaved))
+        await _insert_events(db, _event_rows(db, run.run_id, *unsaved))
         await _execute(db, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens, run.error_code,
                        finished, uuid.UUID(run.run_id))
         await _execute(db, _TOUCH_CONVERSATION, finished, key)
