@@ -14,6 +14,22 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
 
+UVICORN_OPTIONS = dict(
+    # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back to
+    # the pure-Python loop and parser.
+    loop="uvloop", http="httptools",
+    # websockets' sans-I/O protocol: at 250 paced WebSocket replies 126-129 µs of server CPU per
+    # event against 134 for the default, 95.7% of ideal against 92.8%.
+    ws="websockets-sansio",
+    # Browsers ask for permessage-deflate; each event is a small frame of its own, so
+    # compressing them costs CPU per event for little gain. SSE is never compressed.
+    ws_per_message_deflate=False,
+    # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
+    timeout_graceful_shutdown=10,
+)
+"""How ``serve`` runs uvicorn (the live-server tests run it the same way)."""
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -25,14 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
     uvicorn.run(
         "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-        # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back
-        # to the pure-Python loop and parser.
-        loop="uvloop", http="httptools",
-        # Browsers ask for permessage-deflate; each event is a small frame of its own, so
-        # compressing them costs CPU per event for little gain. SSE is never compressed.
-        ws_per_message_deflate=False,
-        # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
-        timeout_graceful_shutdown=10, log_level=settings.log_level.lower(),
+        log_level=settings.log_level.lower(), **UVICORN_OPTIONS,
     )
     return 0
 

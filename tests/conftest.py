@@ -19,6 +19,7 @@ import uvicorn
 from litestar.testing import TestClient
 
 from app.auth import Authenticator
+from app.cli import UVICORN_OPTIONS
 from app.main import create_app
 from app.settings import Settings
 
@@ -113,9 +114,9 @@ class LiveServer(msgspec.Struct):
 
 def start_live_server(settings: Settings, port: int = 0) -> LiveServer:
     """The real app on uvicorn at 127.0.0.1 (on a free port by default), in a thread of its own."""
+    options = {**UVICORN_OPTIONS, "timeout_graceful_shutdown": 5}
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5,
-        lifespan="on",
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
