@@ -53,7 +53,8 @@ async def measure(runs: int, words: int, paced: int = 0) -> dict[str, float]:
             await asyncio.sleep(after_s)
             times = []
             context = TodoContext(user_id=user, db=db)
-            result = Runner.run_streamed(agent, history, context=context, max_turns=10, run_config=config)
+            # One agent per run, as the server does (see RunManager._execute).
+            result = Runner.run_streamed(agent.clone(), history, context=context, max_turns=10, run_config=config)
             async for event in result.stream_events():
                 if isinstance(event, RawResponsesStreamEvent) and isinstance(event.data, ResponseTextDeltaEvent):
                     times.append(time.perf_counter())
