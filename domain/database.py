@@ -19,7 +19,7 @@ from piccolo.apps.migrations.commands.forwards import run_forwards  # noqa: E402
 from piccolo.apps.migrations.tables import Migration  # noqa: E402
 from piccolo.engine.base import Engine  # noqa: E402
 from piccolo.engine.postgres import PostgresEngine  # noqa: E402
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType  # noqa: E402
+from piccolo.engine.sqlite import SQLiteEngine  # noqa: E402
 
 import asyncpg  # noqa: E402
 
@@ -107,9 +107,8 @@ async def migrate() -> None:
 
 @contextlib.asynccontextmanager
 async def write_transaction(engine: Engine) -> AsyncIterator[None]:
-    """A transaction for writes (not nested in another). On SQLite: IMMEDIATE, where a
-    DEFERRED read-then-write fails with "database is locked" as soon as two writers meet;
-    the engine queues it behind this process's other writers."""
-    options = {"transaction_type": TransactionType.immediate} if isinstance(engine, SQLiteEngine) else {}
-    async with engine.transaction(**options):
+    """A transaction for writes. On SQLite the engine begins it IMMEDIATE (a DEFERRED
+    read-then-write fails with "database is locked" as soon as two writers meet) and queues it
+    behind this process's other writers (domain/sqlite_engine.py)."""
+    async with engine.transaction():
         yield

@@ -20,6 +20,7 @@ long; the fsyncs happen in checkpoints, which run on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import weakref
 from collections.abc import Callable
@@ -29,6 +30,12 @@ from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionTy
 
 T = TypeVar("T")
 _CHECKPOINT_EVERY = 100  # commits
+log = logging.getLogger(__name__)
+
+
+def _log_failure(checkpoint: asyncio.Future[Any]) -> None:
+    if not checkpoint.cancelled() and checkpoint.exception() is not None:
+        log.warning("SQLite checkpoint failed (the WAL keeps the data): %s", checkpoint.exception())
 
 
 class InlineTransaction(SQLiteTransaction):
@@ -73,7 +80,7 @@ class InlineTransaction(SQLiteTransaction):
             self.engine.current_transaction.reset(self.context)
             self._lock.release()
         if self._committed:
-            await self.engine.committed()
+            self.engine.committed()
         return exception is None
 
 
@@ -86,7 +93,7 @@ class InlineSQLiteEngine(SQLiteEngine):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
-        self._checkpointing = False
+        self._checkpoint: asyncio.Future[Any] | None = None
         self._commits = 0
         # asyncio locks belong to one event loop (tests run apps on several).
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -122,29 +129,32 @@ class InlineSQLiteEngine(SQLiteEngine):
             try:
                 return attempt()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or loop.time() > deadline:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or loop.time() > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    async def committed(self) -> None:
-        """Every so many commits, copy the WAL into the database (its fsyncs on a thread)."""
+    def committed(self) -> None:
+        """Every so many commits, copy the WAL into the database file, on a worker thread
+        (that is where the fsyncs happen); the committer does not wait for it."""
         self._commits += 1
-        if self._commits % _CHECKPOINT_EVERY or self._checkpointing:
+        if self._commits % _CHECKPOINT_EVERY or (self._checkpoint and not self._checkpoint.done()):
             return
-        self._checkpointing = True
-        try:
-            if self._checkpointer is None:
-                self._checkpointer = self._connect()
-            await asyncio.to_thread(self._checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            self._checkpointing = False
+        if self._checkpointer is None:
+            self._checkpointer = self._connect()
+        self._checkpoint = asyncio.ensure_future(
+            asyncio.to_thread(self._checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        )
+        self._checkpoint.add_done_callback(_log_failure)
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         for connection in (self._writer, self._reader, self._checkpointer):
             if connection is not None:
                 connection.close()
-        self._writer = self._reader = self._checkpointer = None
+        self._writer = self._reader = self._checkpointer = self._checkpoint = None
 
     def transaction(
         self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True
