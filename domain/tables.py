@@ -72,7 +72,8 @@ class Run(Table):
 
 
 class RunEvent(Table):
-    """The run log: one row per event, its payload the exact bytes sent to clients."""
+    """The run log, saved in batches: a row holds consecutive events from ``seq`` on, one per
+    line, each the exact bytes sent to clients."""
 
     id = Serial(primary_key=True)
     run = ForeignKey(Run, null=False, on_delete=OnDelete.cascade, index=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -170,6 +171,14 @@ def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
             await conn.close()
 
     return _run(query())
+
+
+def stored_events(database_url: str, run_id: str) -> list[dict]:
+    """A run's events as saved: each row holds consecutive events, one per line."""
+    rows = fetch_rows(database_url, "SELECT seq, payload FROM run_event WHERE run = $1 ORDER BY seq", run_id)
+    events = [json.loads(line) for _, payload in rows for line in payload.split("\n")]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "rows must hold consecutive events"
+    return events
 
 
 class ServerProcess:

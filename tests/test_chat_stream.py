@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import httpx_sse
 
-from tests.conftest import auth, count_rows
+from tests.conftest import auth, stored_events
 from tests.sse import parse_frames, text_of
 
 
@@ -35,7 +35,7 @@ def test_add_task_streams_start_tool_call_result_text_and_done(client, settings)
 
     tasks = client.get("/api/alice/tasks", headers=auth("alice")).json()
     assert [t["title"] for t in tasks] == ["buy milk"]
-    assert count_rows(settings.database, "run_event") == len(events)
+    assert stored_events(settings.database, start["run_id"]) == events
 
 
 def test_conversation_continues_with_history_from_the_database(client):

@@ -90,7 +90,9 @@ def test_resume_after_a_drop_yields_exactly_the_missed_events(slow_settings):
     try:
         with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
             with http.stream("POST", "/api/alice/chat/stream",
-                             json={"message": "add resume me", "on_disconnect": "continue"}) as response:
+                             # Long enough (≈ 1 s) for the run to be saved in several batches.
+                             json={"message": "add resume me " + " ".join(f"w{n}" for n in range(20)),
+                                   "on_disconnect": "continue"}) as response:
                 events = stream_lines(response)
                 seen = [next(events) for _ in range(4)]
             run_id = seen[0]["run_id"]
@@ -102,9 +104,17 @@ def test_resume_after_a_drop_yields_exactly_the_missed_events(slow_settings):
             assert wait_for_status(slow_settings.database, run_id) == "completed"
             # And again once it is finished, from the database, with ?after=.
             stored = http.get(f"/api/alice/runs/{run_id}/events", params={"after": 0}).content
+            # Saved in batches, a row holds several events: a resume may start inside any row.
+            count = stored.count(b"\ndata: ")
+            tails = [http.get(f"/api/alice/runs/{run_id}/events", params={"after": n}).content
+                     for n in range(count + 1)]
             foreign = http.get(f"/api/bob/runs/{run_id}/events", headers=auth("bob"))
     finally:
         live.stop()
+    rows = fetch_rows(slow_settings.database, "SELECT seq FROM run_event WHERE run = $1", run_id)
+    assert 1 < len(rows) < count
+    assert tails[0] == stored and tails[-1] == b""
+    assert all(tail == stored[stored.index(b"id: %d\n" % (n + 1)):] for n, tail in enumerate(tails[:-1]))
     rest = [msgspec.json.decode(line.removeprefix(b"data: ")) for line in body.split(b"\n") if line.startswith(b"data: ")]
     ids = [int(line.removeprefix(b"id: ")) for line in body.split(b"\n") if line.startswith(b"id: ")]
     assert [e["seq"] for e in rest] == ids == list(range(5, 5 + len(rest)))
