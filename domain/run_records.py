@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
@@ -167,11 +168,18 @@ _TOUCH_CONVERSATION = f"UPDATE {Conversation._meta.tablename} SET updated_at = $
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@functools.cache
+def _sqlite_sql(sql: str) -> str:
+    """``$n`` placeholders as SQLite's ``?n``; cached, as the substitution costs more than a
+    simple statement (the statements are a fixed set)."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
 async def _execute(db: Engine, sql: str, *args: object) -> None:
     """One statement with ``$n`` placeholders, inside the current write transaction."""
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):  # runs in place (domain/sqlite_engine.py)
-        connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args)
+        connection.execute(_sqlite_sql(sql), args)
     else:
         await connection.execute(sql, *args)
 
@@ -180,7 +188,7 @@ async def _fetch_row(db: Engine, sql: str, *args: object) -> tuple:
     """The one row a statement returns (see ``_execute``)."""
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        row = connection.execute(_PLACEHOLDER.sub(r"?\1", sql), args).fetchone()
+        row = connection.execute(_sqlite_sql(sql), args).fetchone()
         return tuple(row.values()) if isinstance(row, dict) else tuple(row)
     return tuple(await connection.fetchrow(sql, *args))
 
@@ -201,7 +209,7 @@ async def _insert_rows(db: Engine, table: type[Table], rows: list[dict[str, obje
     sql, values = _insert_sql(table, columns), [tuple(row[c] for c in columns) for row in rows]
     connection = db.current_transaction.get().connection
     if isinstance(db, SQLiteEngine):
-        connection.executemany(_PLACEHOLDER.sub(r"?\1", sql), values)
+        connection.executemany(_sqlite_sql(sql), values)
     else:
         await connection.executemany(sql, values)
 
@@ -240,22 +248,23 @@ async def finish_run(db: Engine, run: FinishedRun, unsaved: tuple[int, Sequence[
     after a Stop, the run's status and usage, and the events not saved yet, atomically."""
     finished = now()
     key = uuid.UUID(run.conversation_id)
+
+    def message(id: uuid.UUID, role: str, content: str, at: datetime, tool: str | None = None,
+                status: str = "completed") -> dict[str, object]:
+        return dict(id=id, conversation=key, run_id=run.run_id, role=role, content=content, tool=tool,
+                    status=status, feedback=None, created_at=at)
+
     messages = [
-        Message(id=uuid.uuid4(), conversation=key, run_id=run.run_id, role="tool", content="",
-                tool=msgspec.json.encode(tool).decode(), status="completed", created_at=at)
-        for at, tool in run.tools
+        message(uuid.uuid4(), "tool", "", at, tool=msgspec.json.encode(tool).decode()) for at, tool in run.tools
     ]
     if run.text or run.status == "completed":
-        messages.append(Message(id=uuid.UUID(run.message_id), conversation=key, run_id=run.run_id,
-                                role="assistant", content=run.text, status=run.status, created_at=finished))
+        messages.append(message(uuid.UUID(run.message_id), "assistant", run.text, finished, status=run.status))
     if run.status == "cancelled":
-        messages.append(Message(id=uuid.uuid4(), conversation=key, run_id=run.run_id, role="hidden",
-                                content=HIDDEN_STOPPED_NOTE, status="completed",
-                                created_at=finished + timedelta(microseconds=1)))
+        messages.append(message(uuid.uuid4(), "hidden", HIDDEN_STOPPED_NOTE, finished + timedelta(microseconds=1)))
     async with write_transaction(db):
         # By the driver, as the events: Piccolo renders each row object's query, slowly.
         if messages:
-            await _insert_rows(db, Message, [message.to_dict() for message in messages])
+            await _insert_rows(db, Message, messages)
         if unsaved[1]:
             await _insert_events(db, [_event_row(db, run.run_id, *unsaved)])
         await _execute(db, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens, run.error_code,

@@ -99,9 +99,10 @@ class ActiveRun:
     def on_sdk_event(self, sdk_event: StreamEvent) -> None:
         """Translate one agents SDK event to chat events."""
         if isinstance(sdk_event, RawResponsesStreamEvent):
-            if isinstance(sdk_event.data, ResponseTextDeltaEvent) and sdk_event.data.delta:
-                self.text.append(sdk_event.data.delta)
-                self.emit(events.Text, content=sdk_event.data.delta)
+            if isinstance(sdk_event.data, ResponseTextDeltaEvent) and (delta := sdk_event.data.delta):
+                # Most events are these: spelled out, without emit's keyword dicts (1.07 -> 0.5 µs).
+                self.text.append(delta)
+                self.log.append(events.encode(events.Text(run_id=self.id, seq=len(self.log) + 1, content=delta)))
         elif isinstance(sdk_event, RunItemStreamEvent):
             if sdk_event.name == "tool_called":
                 raw = sdk_event.item.raw_item
