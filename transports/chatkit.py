@@ -26,7 +26,6 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
-from litestar.response import Stream
 from piccolo.engine.base import Engine
 
 from app.auth import Authenticator, authenticate
@@ -85,6 +84,7 @@ from transports.chatkit_types import (
 from transports.docs import CHAT_ERRORS
 from transports.requests import message_problem
 from transports.sse import SSE_HEADERS
+from transports.streaming import PlainStream
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +559,7 @@ class ChatKitController(Controller):
         user = await authenticate(request, authenticator)
         envelope = decode_request(await request.body())
         if isinstance(envelope, StreamingRequest):
-            return Stream(
+            return PlainStream(
                 guarded(stream_for(envelope, user, runs, settings)), media_type="text/event-stream",
                 headers=SSE_HEADERS,
             )

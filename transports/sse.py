@@ -21,6 +21,7 @@ from app.settings import Settings
 from domain.runs import ActiveRun, RunFollower, RunManager
 from transports.docs import AUTH_ERRORS, CHAT_ERRORS, RESUME_RESPONSE, SSE_RESPONSE
 from transports.requests import ChatRequest, checked_message
+from transports.streaming import PlainStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PING = b": ping\n\n"
@@ -104,7 +105,7 @@ class SSEController(Controller):
         stream = RunStream(
             runs, run, stop_on_disconnect=data.on_disconnect == "cancel", ping_s=settings.sse_ping_interval_s
         )
-        return Stream(
+        return PlainStream(
             stream.frames(), media_type="text/event-stream", headers=SSE_HEADERS,
             background=BackgroundTask(stream.after_response),
         )
@@ -128,7 +129,7 @@ class SSEController(Controller):
     ) -> Stream:
         follower = await runs.follow(user, run_id)
         start = last_event_id if last_event_id is not None else (after or 0)
-        return Stream(
+        return PlainStream(
             resume_frames(follower, start, settings.sse_ping_interval_s),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
