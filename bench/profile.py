@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=0, help="reply length (default: 500 hot, 300 paced)")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--native", action="store_true", help="C frames too (uvloop, the kernel calls)")
+    parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (Python's CPU, no waits)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "profile.txt")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -131,7 +132,7 @@ def main() -> None:
             asyncio.run(drive_hot(url, args.transport, 1))
         spy = subprocess.Popen(
             [py_spy, "record", "--pid", str(process.pid), "--format", "raw", "--output", str(folded),
-             "--rate", str(args.rate), "--threads", *(["--native"] if args.native else ["--nonblocking"])],
+             "--rate", str(args.rate), "--threads", *(["--gil"] if args.gil else []), *(["--native"] if args.native else ["--nonblocking"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         time.sleep(1.5)

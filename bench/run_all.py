@@ -113,7 +113,21 @@ def floors(plan: Plan) -> dict[str, Any]:
     paced["n"] = n
     say(f"  {paced['cpu_us_per_event']:.1f} µs CPU per text event, CPU {paced['cpu_pct']:.0f}%, "
         f"{paced['achieved_pct_of_ideal']:.1f}% of ideal, gap p99 {paced['gap_p99_ms']:.1f} ms")
-    return {"sdk": sdk, "transport": transport, "sdk_paced": paced}
+    say(f"paced transport floor: {n} streams of pre-encoded SSE frames on a bare ASGI app, 50 frames/s each")
+    transport_paced = json.loads(subprocess.run(
+        [sys.executable, "-m", "bench.transport_floor", "--json", "--paced", str(n), "--events", str(plan.paced_words)],
+        check=True, capture_output=True, text=True, timeout=300,
+    ).stdout)
+    say(f"  {transport_paced['cpu_us_per_event']:.1f} µs server CPU per event, CPU {transport_paced['cpu_pct']:.0f}%, "
+        f"gap p99 {transport_paced['gap_p99_ms']:.1f} ms")
+    return {"sdk": sdk, "transport": transport, "sdk_paced": paced, "transport_paced": transport_paced}
+
+
+def paced_floor_cores(floors: dict[str, Any]) -> float:
+    """Cores that N paced replies need at the floors' CPU per event (SDK + transport alone)."""
+    n = floors["sdk_paced"]["n"]
+    per_event_s = (floors["sdk_paced"]["cpu_us_per_event"] + floors["transport_paced"]["cpu_us_per_event"]) / 1e6
+    return n * 1000 / PACED_DELAY_MS * per_event_s
 
 
 # -- hot stream, replay, idle TTFT -----------------------------------------------------------
@@ -391,6 +405,9 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             ok = row["gap_p99_ms"] < 50 and row["achieved_pct_of_ideal"] >= 95 and row["error_count"] == 0
             out.append((f"paced {row['name']} {row['transport']} N={row['n']}: gap p99 < 50 ms, ≥ 95% of ideal",
                         f"{row['gap_p99_ms']:.1f} ms, {row['achieved_pct_of_ideal']:.1f}%", ok))
+    if "transport_paced" in r["floors"]:
+        out.append((f"  (not a target: the floors alone for {r['floors']['sdk_paced']['n']} paced replies, SDK + "
+                    "transport)", f"{paced_floor_cores(r['floors']):.2f} cores", None))
     errors = sum(row["error_count"] for row in r.get("paced", []))
     out.append(("paced: no errors at any N", f"{errors} errors", errors == 0))
     if "ttft_idle" in r:
@@ -470,6 +487,12 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
             f"{both(lambda x: x['floors']['sdk_paced']['gap_p99_ms'])} | "
             f"{both(lambda x: x['floors']['sdk_paced']['cpu_pct'], 0)} | "
             f"{both(lambda x: x['floors']['sdk_paced']['cpu_us_per_event'])} | – | – |")
+    if "transport_paced" in r["floors"]:
+        tp = r["floors"]["transport_paced"]
+        lines.append(
+            f"| bare ASGI app, pre-encoded frames (no SDK) | SSE | {tp['n']:,} | – | {tp['n'] * 50:,} | "
+            f"{tp['achieved_pct_of_ideal']:.1f} | – | – | {tp['gap_p50_ms']:.1f} | {tp['gap_p99_ms']:.1f} | "
+            f"{tp['cpu_pct']:.0f} | {tp['cpu_us_per_event']:.1f} | – | – |")
     for row in r.get("paced", []):
         def match(x, row=row):
             return next(p for p in x["paced"] if (p["name"], p["transport"], p["n"]) ==
@@ -482,6 +505,12 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
             f"{both(lambda x: match(x)['gap_p99_ms'])} | {both(lambda x: match(x)['server_cpu_pct'], 0)} | "
             f"{both(lambda x: match(x)['server_cpu_us_per_event'])} | {both(lambda x: match(x)['client_cpu_pct'], 0)} | "
             f"{both(lambda x: match(x)['error_count'], 0)} |")
+    if "transport_paced" in r["floors"]:
+        f = r["floors"]
+        lines += ["", f"The paced floor: the SDK alone ({f['sdk_paced']['cpu_us_per_event']:.1f} µs per text event) plus "
+                      f"a bare ASGI app writing the frames ({f['transport_paced']['cpu_us_per_event']:.1f} µs per event) "
+                      f"is {paced_floor_cores(f):.2f} cores for {f['sdk_paced']['n']:,} replies at 50 events/s, before "
+                      "any server work (HTTP, authentication, run log, persistence): what one worker has is one core."]
     pg_rows = [row for row in r.get("paced", []) if "pg_transactions_per_text_event" in row]
     if pg_rows:
         lines += ["", "Database writes on PostgreSQL (committed transactions per text event, all queries "

@@ -2,9 +2,14 @@
 pre-encoded SSE frames, one ASGI send per event, as fast as the client reads them.
 
     .venv/bin/python -m bench.transport_floor [--events 2000] [--requests 30] [--json]
+    .venv/bin/python -m bench.transport_floor --paced 500 [--events 300] [--json]
 
 The frames are the bytes the chat server sends for text events. Prints events per second
 and the server's CPU microseconds per event: the least any SSE server on this stack costs.
+
+``--paced N`` opens N streams within one second instead, each sending its frames 20 ms
+apart (as the paced load does): what one write per event costs when every event wakes the
+loop by itself. With the SDK's paced floor it bounds how many paced replies a core can carry.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from collections.abc import Iterator
 
 import httpx
 
-from bench.client import sse_get
+from bench.client import Stream, sse_get
 from bench.procstat import cpu_seconds, raise_fd_limit
-from bench.server import free_port
+from bench.server import free_port, percentile
 
 _RUN_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -46,13 +51,18 @@ async def app(scope, receive, send) -> None:
         await send({"type": "lifespan.shutdown.complete"})
         return
     query = dict(part.split("=") for part in scope["query_string"].decode().split("&") if "=" in part)
-    count = int(query.get("n", "0"))
+    count, delay_s = int(query.get("n", "0")), int(query.get("delay_ms", "0")) / 1000
     body = _CACHE.get(count) or _CACHE.setdefault(count, frames(count))
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
     ]})
     await send({"type": "http.response.body", "body": _START, "more_body": True})
     for frame in body:
+        if delay_s:
+            due += delay_s
+            await asyncio.sleep(max(0.0, due - loop.time()))
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     await send({"type": "http.response.body", "body": _DONE, "more_body": False})
 
@@ -100,10 +110,30 @@ async def measure(url: str, pid: int, events: int, requests: int) -> dict[str, f
             "cpu_us_per_event": cpu / received * 1e6, "events_per_s": received / wall}
 
 
+async def measure_paced(url: str, pid: int, n: int, events: int, delay_ms: int = 20) -> dict[str, float]:
+    await sse_get(url, "/?n=10", "-")
+
+    async def one(i: int) -> Stream:
+        await asyncio.sleep(i / n)
+        return await sse_get(url, f"/?n={events}&delay_ms={delay_ms}", "-")
+
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    streams = await asyncio.gather(*(one(i) for i in range(n)))
+    cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    received = sum(s.texts for s in streams)
+    rates = [r for s in streams if (r := s.text_rate) is not None]
+    gaps = sorted(g * 1000 for s in streams for g in s.gaps)
+    return {"n": n, "text_events": received, "wall_s": wall, "cpu_s": cpu, "cpu_pct": 100 * cpu / wall,
+            "cpu_us_per_event": cpu / received * 1e6,
+            "achieved_pct_of_ideal": 100 * sum(rates) / len(rates) / (1000 / delay_ms),
+            "gap_p50_ms": percentile(gaps, 50), "gap_p99_ms": percentile(gaps, 99)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="text events per request")
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--paced", type=int, default=0, metavar="N", help="N streams at once, 20 ms between frames")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,9 +141,16 @@ def main() -> None:
         _serve(args.serve)
         return
     with running_floor_server() as (url, process):
-        result = asyncio.run(measure(url, process.pid, args.events, args.requests))
+        if args.paced:
+            result = asyncio.run(measure_paced(url, process.pid, args.paced, args.events))
+        else:
+            result = asyncio.run(measure(url, process.pid, args.events, args.requests))
     if args.json:
         print(json.dumps(result))
+    elif args.paced:
+        print(f"paced transport floor: {args.paced} streams, {result['text_events']} events: "
+              f"{result['cpu_us_per_event']:.1f} µs server CPU per event, CPU {result['cpu_pct']:.0f}%, "
+              f"{result['achieved_pct_of_ideal']:.1f}% of ideal, gap p99 {result['gap_p99_ms']:.1f} ms")
     else:
         print(f"transport floor: {result['text_events']} events: {result['cpu_us_per_event']:.1f} µs server CPU "
               f"per event, {result['events_per_s']:,.0f} events/s")
