@@ -86,13 +86,13 @@ class _Session:
         self.user = user
         self.runs = runs
         self.settings = settings
-        self._send_lock = asyncio.Lock()
         self._forwarders: dict[str, asyncio.Task[None]] = {}
 
     async def send(self, frames: list[bytes]) -> None:
-        async with self._send_lock:
-            for frame in frames:
-                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+        # No lock: each send is one whole frame, and each run has one forwarder, so a run's
+        # frames stay in order while several runs share the socket.
+        for frame in frames:
+            await self.socket.send({"type": "websocket.send", "text": frame.decode()})
 
     async def error(self, code: str, message: str, run_id: str | None = None) -> None:
         await self.send([_encode(ErrorFrame(code=code, message=message, run_id=run_id))])
