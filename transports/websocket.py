@@ -151,6 +151,11 @@ class _Session:
         with contextlib.suppress(OSError):  # the socket went away; the run goes on
             async for batch in follower.batches(after):
                 await self.send(batch)
+                # A turn for the loop after each batch, as the SSE reader takes: measured, it
+                # makes 500 paced replies cheaper (71 -> 57 µs of CPU per event, 89 -> 100%
+                # of ideal); with all replies due on the same ticks, readers that yield see
+                # the loop through its wake-ups before their next wait.
+                await asyncio.sleep(0)
 
 
 async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id: str) -> bool:
