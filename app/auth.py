@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import jwt
@@ -156,8 +156,25 @@ _MISSING = {
 }
 
 
+class _Verified(NamedTuple):
+    user: str
+    until: float  # time.time() after which the token is checked again
+    kid: str | None
+    key: Any  # the provider's key that vouched for it; None for our own secret
+
+
+_VERIFIED_TOKENS = 4096
+_VERIFIED_FOR_S = 60.0
+
+
 class Authenticator:
-    """Verifies bearer tokens; issues HS256 ones when it has a secret."""
+    """Verifies bearer tokens; issues HS256 ones when it has a secret.
+
+    A verified token is remembered (up to a minute, never past its ``exp``): a session sends
+    the same token with every request, and checking it costs ≈ 80 µs of CPU each time (1.5%
+    of a whole streamed reply). A provider's token is accepted from memory only while the key
+    that signed it is still in the provider's set, so a rotated-out key stops it at once.
+    """
 
     def __init__(
         self, secret: str | None, *, jwks: JWKSKeys | None = None, issuer: str | None = None,
@@ -168,6 +185,7 @@ class Authenticator:
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        self._verified: dict[str, _Verified] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
@@ -194,16 +212,28 @@ class Authenticator:
 
     async def user_of(self, token: str) -> str:
         """The token's user; AuthError (401) unless it is valid, KeysUnavailable (503)."""
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None and now < known.until:
+            if known.key is None or self.jwks is not None and await self.jwks.key_for(known.kid) is known.key:
+                return known.user
+        verified = await self._verify(token, now)
+        if len(self._verified) >= _VERIFIED_TOKENS:
+            self._verified.pop(next(iter(self._verified)))  # the oldest
+        self._verified[token] = verified
+        return verified.user
+
+    async def _verify(self, token: str, now: float) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthError("The token is not valid.") from None
-        algorithm = header.get("alg")
+        algorithm, kid = header.get("alg"), header.get("kid")
         key: Any
         if algorithm == "HS256" and self._secret:
             key, required = self._secret, ["sub"]
         elif isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
-            key, required = await self.jwks.key_for(header.get("kid")), ["sub", "exp"]
+            key, required = await self.jwks.key_for(kid), ["sub", "exp"]
             algorithm = key.algorithm_name  # the key's type decides, not the header
         else:
             raise AuthError("The token's signing algorithm is not accepted.")
@@ -227,7 +257,10 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthError("The token has no user (sub).")
-        return subject
+        until = now + _VERIFIED_FOR_S
+        if isinstance(claims.get("exp"), int | float):
+            until = min(until, claims["exp"] + self._leeway_s)
+        return _Verified(subject, until, kid, None if key is self._secret else key)
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

@@ -6,6 +6,7 @@ holds RSA, EC (P-256) and Ed25519 keys, can rotate them, and counts how often it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from litestar.testing import TestClient
 
-from app.auth import Authenticator, cors_config
+from app.auth import AuthError, Authenticator, cors_config
 from app.main import create_app
 from app.settings import Settings, load_settings
 from tests.conftest import JWT_SECRET, token_for
@@ -353,3 +354,13 @@ def test_jwks_only_server_issues_no_tokens_of_its_own(tmp_path):
     with pytest.raises(Exception, match="no JWT_SECRET"):
         authenticator.issue("alice")
     assert not (tmp_path / "jwt_secret").exists()
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires():
+    authenticator = Authenticator(JWT_SECRET, leeway_s=0)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "alice", "exp": expires}, JWT_SECRET, algorithm="HS256")
+    assert asyncio.run(authenticator.user_of(token)) == "alice"  # verified, and remembered
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(AuthError, match="expired"):
+        asyncio.run(authenticator.user_of(token))
