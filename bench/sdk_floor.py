@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import tempfile
@@ -54,7 +55,7 @@ async def measure(runs: int, words: int, paced: int = 0) -> dict[str, float]:
             times = []
             context = TodoContext(user_id=user, db=db)
             # One agent per run, as the server does (see RunManager._execute).
-            result = Runner.run_streamed(agent.clone(), history, context=context, max_turns=10, run_config=config)
+            result = Runner.run_streamed(copy.copy(agent), history, context=context, max_turns=10, run_config=config)
             async for event in result.stream_events():
                 if isinstance(event, RawResponsesStreamEvent) and isinstance(event.data, ResponseTextDeltaEvent):
                     times.append(time.perf_counter())
