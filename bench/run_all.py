@@ -50,9 +50,9 @@ def say(text: str) -> None:
 class Plan:
     def __init__(self, quick: bool):
         self.quick = quick
-        self.floor_runs = 8 if quick else 20
+        self.floor_runs = 20 if quick else 60
         self.hot_words = 500
-        self.hot_runs = 8 if quick else 20
+        self.hot_runs = 20 if quick else 60  # CPU comes in 10 ms ticks: enough of them
         self.replay_words = 2000
         self.replays = 40 if quick else 120  # enough CPU ticks (10 ms each) to read µs per event
         self.ttft_runs = 20 if quick else 50
