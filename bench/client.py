@@ -103,9 +103,10 @@ class Stream:
 
 
 class _SSEProtocol(asyncio.Protocol):
-    def __init__(self, stream: Stream, request: bytes):
+    def __init__(self, stream: Stream, request: bytes, keep_alive: bool = False):
         self.stream = stream
         self.request = request
+        self.keep_alive = keep_alive
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.body_started = False
@@ -114,6 +115,12 @@ class _SSEProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.stream.sent_at = time.perf_counter()
         self.transport.write(self.request)
+
+    def send(self, stream: Stream, request: bytes) -> None:
+        """The next request on a kept-alive connection, once the previous response ended."""
+        self.stream, self.head, self.body_started = stream, b"", False
+        stream.sent_at = time.perf_counter()
+        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -130,20 +137,22 @@ class _SSEProtocol(asyncio.Protocol):
                 self.transport.close()
                 return
         self.stream.count(data, now)
-        # Connection: close; the last chunk of a chunked body is "0\r\n\r\n".
+        # The last chunk of a chunked body is "0\r\n\r\n".
         if self.stream.status is not None and data.endswith(b"0\r\n\r\n"):
             self.stream.end()
-            self.transport.close()
+            if not self.keep_alive:
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stream.end(f"connection lost: {exc}" if exc else None)
 
 
-def _request(method: str, url: str, path: str, token: str, body: bytes = b"", headers: str = "") -> bytes:
+def _request(method: str, url: str, path: str, token: str, body: bytes = b"", headers: str = "",
+             keep_alive: bool = False) -> bytes:
     host = urlsplit(url).netloc
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-        f"Accept: text/event-stream\r\nConnection: close\r\n{headers}"
+        f"Accept: text/event-stream\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n{headers}"
     )
     if body:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -187,6 +196,31 @@ async def sse_chat(url: str, user: str, token: str, message: str, on_disconnect:
     """``POST /api/{user}/chat/stream``; returns once the stream ended (or failed)."""
     body = {"message": message, "on_disconnect": on_disconnect}
     return await _until_end(*await sse_open(url, f"/api/{user}/chat/stream", token, body))
+
+
+class SSESession:
+    """``chat/stream`` requests one after another on one kept-alive connection, as a browser's
+    connection pool sends them (a new TCP connection costs the server ≈ 1 ms of CPU here)."""
+
+    def __init__(self, url: str, user: str, token: str):
+        self.url, self.user, self.token = url, user, token
+        self.protocol: _SSEProtocol | None = None
+
+    async def chat(self, message: str) -> Stream:
+        stream = Stream()
+        body = msgspec.json.encode({"message": message})
+        request = _request("POST", self.url, f"/api/{self.user}/chat/stream", self.token, body, keep_alive=True)
+        if self.protocol is None or self.protocol.transport.is_closing():
+            self.protocol = _SSEProtocol(stream, request, keep_alive=True)
+            await _connect(self.url, self.protocol)
+        else:
+            self.protocol.send(stream, request)
+        await stream.finished
+        return stream
+
+    def close(self) -> None:
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
 
 
 async def sse_get(url: str, path: str, token: str) -> Stream:

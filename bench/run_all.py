@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from bench import cancel_latency
-from bench.client import Stream, sse_chat, sse_get, sse_open, ws_chat, ws_connect
+from bench.client import SSESession, Stream, sse_chat, sse_get, sse_open, ws_chat, ws_connect
 from bench.procstat import cpu_seconds, raise_fd_limit, rss_bytes
 from bench.server import percentile, running_server, token
 from bench.workload import SHORT_MESSAGE, long_message
@@ -134,14 +134,19 @@ def paced_floor_cores(floors: dict[str, Any]) -> float:
 
 
 async def hot_stream(url: str, pid: int, transport: str, plan: Plan) -> dict[str, Any]:
+    """One long reply after another: ``sse`` and ``ws`` each on one connection (as a browser's
+    pool and a WebSocket app send them), ``sse-new`` on a new TCP connection per reply."""
     user, tok = "hot", token("hot")
     message = long_message(plan.hot_words)
-    connection = await ws_connect(url, user, tok) if transport == "ws" else None
+    socket = await ws_connect(url, user, tok) if transport == "ws" else None
+    session = SSESession(url, user, tok) if transport == "sse" else None
 
     async def one() -> Stream:
-        if connection is None:
+        if session is not None:
+            return await session.chat(message)
+        if socket is None:
             return await sse_chat(url, user, tok, message)
-        stream = connection.chat(message)
+        stream = socket.chat(message)
         await stream.finished
         return stream
 
@@ -153,8 +158,9 @@ async def hot_stream(url: str, pid: int, transport: str, plan: Plan) -> dict[str
             for _ in range(plan.hot_runs):
                 streams.append(await asyncio.wait_for(one(), 60))
     finally:
-        if connection is not None:
-            connection.close()
+        for connection in (socket, session):
+            if connection is not None:
+                connection.close()
     texts = sum(s.texts for s in streams)
     events = sum(s.events for s in streams)
     errors = [s.error or s.status for s in streams if s.error or s.status != "completed"]
@@ -389,14 +395,24 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def hot_rows(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rows = {row["transport"]: row for row in r.get("hot", [])}
+    if "sse-new" not in rows and "sse" in rows:
+        # Measured before SSE kept its connection: that "sse" row opened one per reply.
+        rows = {"sse-new": rows["sse"], **({"ws": rows["ws"]} if "ws" in rows else {})}
+    return rows
+
+
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     sdk = r["floors"]["sdk"]
     out: list[tuple[str, str, bool | None]] = []
-    for hot in r.get("hot", []):
+    for name, hot in hot_rows(r).items():
+        # Judged on kept-alive connections, as browsers and WebSocket apps use them.
+        judged = None if name == "sse-new" else True
         ratio = hot["cpu_us_per_event"] / sdk["cpu_us_per_event"]
-        out.append((f"hot {hot['transport']}: server CPU/event ≤ 1.3× SDK floor", f"{ratio:.2f}×", ratio <= 1.3))
+        out.append((f"hot {name}: server CPU/event ≤ 1.3× SDK floor", f"{ratio:.2f}×", judged and ratio <= 1.3))
         ratio = hot["events_per_s"] / sdk["events_per_s"]
-        out.append((f"hot {hot['transport']}: events/s ≥ 0.75× SDK floor", f"{ratio:.2f}×", ratio >= 0.75))
+        out.append((f"hot {name}: events/s ≥ 0.75× SDK floor", f"{ratio:.2f}×", judged and ratio >= 0.75))
     if "replay" in r:
         ratio = r["replay"]["events_per_s"] / r["floors"]["transport"]["events_per_s"]
         out.append(("replay events/s ≥ 0.5× transport floor", f"{ratio:.2f}×", ratio >= 0.5))
@@ -455,11 +471,12 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
     lines.append(f"| transport floor (bare ASGI, pre-encoded SSE) | "
                  f"{both(lambda x: x['floors']['transport']['events_per_s'], 0)} | "
                  f"{both(lambda x: x['floors']['transport']['cpu_us_per_event'], 2)} | 1 |")
-    for i, t in enumerate(("sse", "ws")):
-        def hot(x, i=i):
-            return x["hot"][i]
+    for t, label in (("sse", "SSE, one connection"), ("ws", "WebSocket, one connection"),
+                     ("sse-new", "SSE, a new TCP connection per reply")):
+        def hot(x, t=t):
+            return hot_rows(x)[t]
         lines.append(
-            f"| hot stream {t.upper()} (delay 0, one reply at a time) | {both(lambda x: hot(x)['events_per_s'], 0)} | "
+            f"| hot stream {label} (delay 0, one reply at a time) | {both(lambda x: hot(x)['events_per_s'], 0)} | "
             f"{both(lambda x: hot(x)['cpu_us_per_event'])} | events/s "
             f"{both(lambda x: hot(x)['events_per_s'] / x['floors']['sdk']['events_per_s'], 2)}×, CPU "
             f"{both(lambda x: hot(x)['cpu_us_per_event'] / x['floors']['sdk']['cpu_us_per_event'], 2)}× |")
@@ -602,7 +619,7 @@ def run(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     say("hot stream, replay, idle TTFT (server: 1 worker, SQLite, no delay)")
     with running_server(OFFLINE_TOKEN_DELAY_MS="0", MAX_ACTIVE_RUNS_PER_USER="1000", log_path=log) as (url, proc):
         results["hot"] = []
-        for transport in ("sse", "ws"):
+        for transport in ("sse", "ws", "sse-new"):
             row = asyncio.run(hot_stream(url, proc.pid, transport, plan))
             results["hot"].append(row)
             say(f"  hot {transport}: {row['events_per_s']:,.0f} events/s, {row['cpu_us_per_event']:.1f} µs server "
