@@ -181,6 +181,34 @@ def test_dropping_the_socket_does_not_cancel_the_run(settings):
     assert count_rows(settings.database, "task") == 1
 
 
+def test_a_burst_through_uvicorn_arrives_one_event_per_frame_in_order(live_server):
+    """Frames sent in one turn of the loop share one write (app/websocket_protocol.py): a
+    replay of a whole run is such a burst. Each frame must still be one event, none lost."""
+    url = live_server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
+    words = [f"w{n}" for n in range(300)]
+
+    async def read_until_done(ws) -> list[str]:
+        frames: list[str] = []
+        while not frames or json.loads(frames[-1])["type"] != "done":
+            frames.append(await asyncio.wait_for(ws.recv(), 10))
+        return frames
+
+    async def scenario():
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "chat", "message": "complete " + " ".join(words)}))
+            live = await read_until_done(ws)
+            await ws.send(json.dumps({"type": "resume", "run_id": json.loads(live[0])["run_id"], "after": 0}))
+            return live, await read_until_done(ws)
+
+    live, replayed = asyncio.run(scenario())
+    events = [json.loads(frame) for frame in live]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    text = "".join(e["content"] for e in events if e["type"] == "text")
+    assert " ".join(words) in text
+    assert events[-1]["status"] == "completed"
+    assert replayed == live
+
+
 def test_websocket_through_uvicorn_rejects_a_bad_token_with_1008(live_server):
     async def scenario():
         url = live_server.url.replace("http", "ws") + "/api/alice/ws?token=bad"
