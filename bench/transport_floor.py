@@ -3,6 +3,7 @@ pre-encoded SSE frames, one ASGI send per event, as fast as the client reads the
 
     .venv/bin/python -m bench.transport_floor [--events 2000] [--requests 30] [--json]
     .venv/bin/python -m bench.transport_floor --paced 500 [--events 300] [--json]
+    .venv/bin/python -m bench.transport_floor --ws [--events 2000] [--requests 30] [--json]
 
 The frames are the bytes the chat server sends for text events. Prints events per second
 and the server's CPU microseconds per event: the least any SSE server on this stack costs.
@@ -10,6 +11,10 @@ and the server's CPU microseconds per event: the least any SSE server on this st
 ``--paced N`` opens N streams within one second instead, each sending its frames 20 ms
 apart (as the paced load does): what one write per event costs when every event wakes the
 loop by itself. With the SDK's paced floor it bounds how many paced replies a core can carry.
+
+``--ws`` sends the same event bytes over a WebSocket instead (uvicorn's websockets-sansio, as
+the server runs it), one frame per event as the protocol has it: the least a WebSocket reply
+costs per event on this stack.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from bench.client import Stream, sse_get
+from bench.client import Stream, sse_get, ws_connect
 from bench.procstat import cpu_seconds, raise_fd_limit
 from bench.server import free_port, percentile
 
@@ -50,6 +55,9 @@ async def app(scope, receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+        return
     query = dict(part.split("=") for part in scope["query_string"].decode().split("&") if "=" in part)
     count, delay_s = int(query.get("n", "0")), int(query.get("delay_ms", "0")) / 1000
     body = _CACHE.get(count) or _CACHE.setdefault(count, frames(count))
@@ -67,11 +75,28 @@ async def app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": _DONE, "more_body": False})
 
 
+async def _websocket(scope, receive, send) -> None:
+    """Each text frame received asks for one reply of ``?n=`` events, sent frame by frame."""
+    query = dict(part.split("=") for part in scope["query_string"].decode().split("&") if "=" in part)
+    count = int(query.get("n", "0"))
+    body = [frame[6:-2] for frame in (_CACHE.get(count) or _CACHE.setdefault(count, frames(count)))]
+    start, done = _START[6:-2].decode(), _DONE[6:-2].decode()
+    while (message := await receive())["type"] != "websocket.disconnect":
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+            continue
+        await send({"type": "websocket.send", "text": start})
+        for frame in body:
+            await send({"type": "websocket.send", "text": frame.decode()})
+        await send({"type": "websocket.send", "text": done})
+
+
 def _serve(port: int) -> None:
     import uvicorn
 
-    uvicorn.run("bench.transport_floor:app", host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning")
+    from app.cli import UVICORN_OPTIONS
+
+    uvicorn.run("bench.transport_floor:app", host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
 
 
 @contextlib.contextmanager
@@ -110,6 +135,26 @@ async def measure(url: str, pid: int, events: int, requests: int) -> dict[str, f
             "cpu_us_per_event": cpu / received * 1e6, "events_per_s": received / wall}
 
 
+async def measure_ws(url: str, pid: int, events: int, requests: int) -> dict[str, float]:
+    connection = await ws_connect(url, "floor", f"-&n={events}")  # the app reads n from the query
+    try:
+        for _ in range(3):
+            await connection.chat("-").finished
+        cpu, wall = cpu_seconds(pid), time.perf_counter()
+        received = 0
+        for _ in range(requests):
+            stream = connection.chat("-")
+            await stream.finished
+            if stream.error:
+                raise RuntimeError(stream.error)
+            received += stream.texts
+        cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    finally:
+        connection.close()
+    return {"requests": requests, "text_events": received, "wall_s": wall, "cpu_s": cpu,
+            "cpu_us_per_event": cpu / received * 1e6, "events_per_s": received / wall}
+
+
 async def measure_paced(url: str, pid: int, n: int, events: int, delay_ms: int = 20) -> dict[str, float]:
     await sse_get(url, "/?n=10", "-")
 
@@ -134,6 +179,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="text events per request")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--paced", type=int, default=0, metavar="N", help="N streams at once, 20 ms between frames")
+    parser.add_argument("--ws", action="store_true", help="over a WebSocket, one frame per event")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,6 +189,8 @@ def main() -> None:
     with running_floor_server() as (url, process):
         if args.paced:
             result = asyncio.run(measure_paced(url, process.pid, args.paced, args.events))
+        elif args.ws:
+            result = asyncio.run(measure_ws(url, process.pid, args.events, args.requests))
         else:
             result = asyncio.run(measure(url, process.pid, args.events, args.requests))
     if args.json:
@@ -152,7 +200,7 @@ def main() -> None:
               f"{result['cpu_us_per_event']:.1f} µs server CPU per event, CPU {result['cpu_pct']:.0f}%, "
               f"{result['achieved_pct_of_ideal']:.1f}% of ideal, gap p99 {result['gap_p99_ms']:.1f} ms")
     else:
-        print(f"transport floor: {result['text_events']} events: {result['cpu_us_per_event']:.1f} µs server CPU "
+        print(f"{'WebSocket ' if args.ws else ''}transport floor: {result['text_events']} events: {result['cpu_us_per_event']:.1f} µs server CPU "
               f"per event, {result['events_per_s']:,.0f} events/s")
 
 
