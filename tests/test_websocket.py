@@ -182,8 +182,8 @@ def test_dropping_the_socket_does_not_cancel_the_run(settings):
 
 
 def test_a_burst_through_uvicorn_arrives_one_event_per_frame_in_order(live_server):
-    """Frames sent in one turn of the loop share one write (app/websocket_protocol.py): a
-    replay of a whole run is such a burst. Each frame must still be one event, none lost."""
+    """A batch of events goes to uvicorn as one send and one write (app/websocket_protocol.py):
+    a replay of a whole run is such a batch. Each frame must still be one event, none lost."""
     url = live_server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
     words = [f"w{n}" for n in range(300)]
 

@@ -20,6 +20,7 @@ from litestar.params import FromPath
 
 from app.auth import AuthError, Authenticator, KeysUnavailable
 from app.settings import Settings
+from app.websocket_protocol import SEND_TEXTS
 from domain.errors import ChatError
 from domain.runs import RunFollower, RunManager
 from transports.requests import message_problem
@@ -87,10 +88,14 @@ class _Session:
         self.runs = runs
         self.settings = settings
         self._forwarders: dict[str, asyncio.Task[None]] = {}
+        self._batches = SEND_TEXTS in (socket.scope.get("extensions") or {})
 
     async def send(self, frames: list[bytes]) -> None:
-        # No lock: each send is one whole frame, and each run has one forwarder, so a run's
+        # No lock: each send is whole frames, and each run has one forwarder, so a run's
         # frames stay in order while several runs share the socket.
+        if self._batches:
+            await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
+            return
         for frame in frames:
             await self.socket.send({"type": "websocket.send", "text": frame.decode()})
 
