@@ -3,7 +3,7 @@ latency and persistence, written to ``bench/RESULTS.md``, ``bench/results.json``
 ``bench/results.png``.
 
     .venv/bin/pip install -e '.[bench]'          # matplotlib, for the plot
-    .venv/bin/python -m bench.run_all [--quick] [--baseline bench/results-before.json]   # ~8 min; --quick ~2
+    .venv/bin/python -m bench.run_all [--quick] [--baseline bench/results-before.json]   # ~6 min; --quick ~2
 
 Loopback only. It starts every server itself (``chat-server serve`` on 127.0.0.1, offline
 model, a temporary SQLite database, or a scratch PostgreSQL database it creates and drops on
