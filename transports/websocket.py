@@ -88,12 +88,12 @@ class _Session:
         self.runs = runs
         self.settings = settings
         self._forwarders: dict[str, asyncio.Task[None]] = {}
-        self._batches = SEND_TEXTS in (socket.scope.get("extensions") or {})
+        self._one_send_per_batch = SEND_TEXTS in (socket.scope.get("extensions") or {})
 
     async def send(self, frames: list[bytes]) -> None:
         # No lock: each send is whole frames, and each run has one forwarder, so a run's
         # frames stay in order while several runs share the socket.
-        if self._batches:
+        if self._one_send_per_batch:
             await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
             return
         for frame in frames:
