@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 import time
 
 import msgspec
@@ -11,8 +13,10 @@ import pytest
 import websockets
 from litestar.testing import TestClient
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from app.main import create_app
+from app.websocket_protocol import text_frame
 from tests.conftest import auth, count_rows, fetch_rows, start_live_server, token_for
 
 
@@ -251,3 +255,25 @@ def test_cancel_during_a_tool_rolls_its_write_back(client, settings, monkeypatch
     assert count_rows(settings.database, "task") == 0
     tool = fetch_rows(settings.database, "SELECT tool FROM message WHERE role = 'tool'")
     assert "stopped before it finished" in tool[0][0]
+
+
+def test_a_refused_handshake_through_uvicorn_gets_400_and_logs_no_error(live_server, caplog):
+    """A malformed upgrade (no Sec-WebSocket-Key) is refused by websockets before any scope
+    exists; the server's protocol must not trip over that (app/websocket_protocol.py)."""
+    port = int(live_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET /api/alice/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(4096):  # until the server closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400")
+    time.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_frames_built_for_a_batch_are_websockets_own():
+    """Frames of every length class (7-, 16- and 64-bit) as websockets would build them."""
+    for size in (0, 125, 126, 65535, 65536, 70000):
+        payload = b"x" * size
+        assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
