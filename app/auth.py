@@ -28,23 +28,12 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.params import FromPath
 
 from app.settings import Settings
+from domain.errors import AuthError, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
 log = logging.getLogger(__name__)
 
 _SECRET_FILE = "jwt_secret"
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "ES256"})
-
-
-class AuthError(Exception):
-    """The token does not prove who the caller is: a 401."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class KeysUnavailable(Exception):
-    """The identity provider's keys could not be fetched: a 503, not the caller's fault."""
 
 
 def load_secret(settings: Settings) -> str:
@@ -78,7 +67,6 @@ class JWKSKeys:
         self.refresh_interval_s = refresh_interval_s
         self.max_age_s = max_age_s
         self.timeout_s = timeout_s
-        self.fetches = 0
         self._transport = transport
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None  # monotonic time of the last good fetch
@@ -125,7 +113,6 @@ class JWKSKeys:
             response = await client.get(self.url, headers={"Accept": "application/json"})
             response.raise_for_status()
             document = response.json()
-        self.fetches += 1
         keys: dict[str, jwt.PyJWK] = {}
         for data in document.get("keys", []) if isinstance(document, dict) else []:
             key = _public_key(data)
@@ -294,7 +281,7 @@ async def authenticate(request: Request, authenticator: Authenticator) -> str:
     except AuthError as exc:
         raise NotAuthorizedException(exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
     except KeysUnavailable as exc:
-        raise ServiceUnavailableException(str(exc), headers={"Retry-After": "30"}) from None
+        raise ServiceUnavailableException(exc.message, headers={"Retry-After": "30"}) from None
 
 
 async def provide_user(request: Request, user_id: FromPath[str], authenticator: NamedDependency[Authenticator]) -> str:
@@ -302,3 +289,8 @@ async def provide_user(request: Request, user_id: FromPath[str], authenticator: 
     if await authenticate(request, authenticator) != user_id:
         raise PermissionDeniedException("This token belongs to another user.")
     return user_id
+
+
+async def provide_token_user(request: Request, authenticator: NamedDependency[Authenticator]) -> str:
+    """The user the bearer token names, for routes without a user in the path (ChatKit)."""
+    return await authenticate(request, authenticator)

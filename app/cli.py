@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from app.settings import SettingsError, load_settings
-from app.websocket_protocol import BatchingWebSocketProtocol
+from app.uvicorn_batched_websocket import BatchingWebSocketProtocol
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -21,8 +21,9 @@ UVICORN_OPTIONS = dict(
     loop="uvloop", http="httptools",
     # websockets' sans-I/O protocol: at 250 paced WebSocket replies 126-129 µs of server CPU per
     # event against 134 for the default, 95.7% of ideal against 92.8%; with an extension that
-    # sends a batch of frames in one write (app/websocket_protocol.py).
-    ws=BatchingWebSocketProtocol,
+    # sends a batch of frames in one write (app/uvicorn_batched_websocket.py). It subclasses
+    # uvicorn internals: if they moved, the stock protocol, and frames are sent one by one.
+    ws=BatchingWebSocketProtocol or "websockets-sansio",
     # Browsers ask for permessage-deflate; each event is a small frame of its own, so
     # compressing them costs CPU per event for little gain. SSE is never compressed.
     ws_per_message_deflate=False,
@@ -81,7 +82,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from app.chat_client import main as chat_main
+    from app.terminal_client import main as chat_main
 
     return chat_main(args.url, args.user, args.transport, args.token)
 

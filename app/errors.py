@@ -6,7 +6,7 @@ import logging
 
 from litestar import MediaType, Request, Response
 
-from domain.errors import ChatError, LimitExceeded
+from domain.errors import ChatError
 
 HTTP_STATUS = {
     "not_found": 404,
@@ -20,11 +20,13 @@ HTTP_STATUS = {
 
 def chat_error_response(request: Request, exc: ChatError) -> Response:
     status = HTTP_STATUS.get(exc.code, 400)
-    headers = {}
-    if isinstance(exc, LimitExceeded) and exc.retry_after_s is not None:
-        headers["Retry-After"] = str(exc.retry_after_s)
+    headers = {} if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    # A field at fault is reported as Litestar reports an invalid body field.
+    extra: object = (
+        [{"message": exc.message, "key": exc.field, "source": "body"}] if exc.field else {"code": exc.code}
+    )
     return Response(
-        {"status_code": status, "detail": exc.message, "extra": {"code": exc.code}},
+        {"status_code": status, "detail": exc.message, "extra": extra},
         status_code=status,
         media_type=MediaType.JSON,
         headers=headers,

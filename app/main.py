@@ -16,7 +16,7 @@ from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.auth import Authenticator, cors_config, provide_user
+from app.auth import Authenticator, cors_config, provide_token_user, provide_user
 from app.broker import ChannelsCancelBroker, broker_backend, channels_plugin
 from app.errors import chat_error_response, internal_error_response
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
@@ -24,10 +24,10 @@ from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
-from domain.database import close_database, open_database
+from domain.database import close_database, open_database, run_store
 from domain.errors import ChatError
+from domain.limits import Limits
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
-from domain.run_records import RunLimits
 from domain.runs import RunManager, RunSettings
 from transports.chatkit import ChatKitController
 from transports.rest import ChatController, ConversationController, TaskController, health
@@ -66,16 +66,22 @@ def logging_config(level: str) -> LoggingConfig:
 
 def run_settings(settings: Settings) -> RunSettings:
     return RunSettings(
-        max_turns=settings.max_turns, tracing=settings.openai_agents_tracing,
-        max_run_duration_s=settings.max_run_duration_s, lease_s=settings.run_lease_s,
-        limits=RunLimits(
-            active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute
-        ),
+        tracing=settings.openai_agents_tracing, lease_s=settings.run_lease_s,
+        ping_interval_s=settings.sse_ping_interval_s,
+    )
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_message_bytes=settings.max_message_bytes, max_frame_bytes=settings.max_ws_frame_bytes,
+        active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute,
+        max_turns=settings.max_turns, max_run_duration_s=settings.max_run_duration_s,
     )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
+    limits = limits_of(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -94,7 +100,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if backend := broker_backend(settings):
                 broker_name, channels = backend[0], channels_plugin(backend[1])
                 broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
-            runs = RunManager(db, todo_agent(model, model_settings), run_settings(settings), broker)
+            runs = RunManager(
+                db, run_store(db), todo_agent(model, model_settings), limits, run_settings(settings), broker
+            )
             await runs.open()
             stack.push_async_callback(runs.close)
             authenticator = Authenticator.from_settings(settings)
@@ -126,6 +134,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
+            "limits": Provide(lambda: limits, sync_to_thread=False, use_cache=True),
+            "token_user": Provide(provide_token_user),
             "runs": _from_state("runs"),
             "db": _from_state("db"),
             "authenticator": _from_state("authenticator"),

@@ -33,7 +33,7 @@ AREAS = [
     ("agents SDK", ("agents/",)),
     ("openai types", ("openai/",)),
     ("offline model", ("domain/offline",)),
-    ("run manager / run log", ("domain/runs.py", "domain/run_log.py", "domain/run_records.py")),
+    ("run manager / run log", ("domain/runs/",)),
     ("transports (sse/ws)", ("transports/",)),
     ("litestar", ("litestar/",)),
     ("uvicorn / websockets protocol", ("uvicorn/", "websockets/", "httptools")),

@@ -9,7 +9,6 @@ from typing import Any, Literal
 import msgspec
 from piccolo.engine.base import Engine
 
-from domain.database import write_transaction
 from domain.errors import InvalidInput, RunActive
 from domain.tables import Conversation, Message, Run
 
@@ -98,7 +97,7 @@ async def rename_conversation(db: Engine, user_id: str, conversation_id: str, ti
     key = parse_id(conversation_id)
     if key is None:
         return False
-    async with write_transaction(db):
+    async with db.transaction():
         rows = await (
             Conversation.update({Conversation.title: title})
             .where(Conversation.id == key, Conversation.user_id == user_id)
@@ -111,7 +110,7 @@ async def delete_conversation(db: Engine, user_id: str, conversation_id: str) ->
     key = parse_id(conversation_id)
     if key is None:
         return False
-    async with write_transaction(db):
+    async with db.transaction():
         if await Run.exists().where(Run.conversation == key, Run.status == "running"):
             raise RunActive("A reply is still being written in this conversation; cancel it first.")
         # Messages, runs and run events go with it (ON DELETE CASCADE; Piccolo enables
@@ -164,7 +163,6 @@ def history_items(messages: list[MessageView]) -> list[dict[str, Any]]:
 
 
 # -- Paged reading, feedback and retry (the ChatKit transport's threads and items) -------
-# Imported here, not at the top, to keep this addition in one block (the file is shared).
 
 PageOrder = Literal["asc", "desc"]
 Feedback = Literal["positive", "negative"]
@@ -256,7 +254,7 @@ async def set_feedback(
         return False
     keys = [key for key in map(parse_id, message_ids) if key is not None]
     if keys:
-        async with write_transaction(db):
+        async with db.transaction():
             await Message.update({Message.feedback: feedback}).where(
                 Message.conversation == uuid.UUID(conversation_id), Message.id.is_in(keys)
             )

@@ -1,4 +1,4 @@
-"""Database engines: pick one from a URL, bind the tables to it, migrate, write safely."""
+"""Database engines: pick one from a URL, bind the tables to it, migrate; the run store for it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import io
-from collections.abc import AsyncIterator
 import logging
 import os
 from pathlib import Path
@@ -24,6 +23,9 @@ from piccolo.engine.sqlite import SQLiteEngine  # noqa: E402
 import asyncpg  # noqa: E402
 
 from domain import piccolo_conf  # noqa: E402
+from domain.runs.postgres_store import PostgresRunStore  # noqa: E402
+from domain.runs.sqlite_store import SQLiteRunStore  # noqa: E402
+from domain.runs.store import RunStore  # noqa: E402
 from domain.sqlite_engine import InlineSQLiteEngine  # noqa: E402
 from domain.tables import TABLES  # noqa: E402
 
@@ -54,7 +56,7 @@ def bind(engine: Engine) -> None:
     """Point every table, and Piccolo's migration machinery, at ``engine``."""
     piccolo_conf.DB = engine
     for table in (*TABLES, Migration):
-        table._meta.db = engine
+        table._meta.refresh_db()  # Piccolo's documented way: the table looks up piccolo_conf.DB again
 
 
 async def open_database(url: str) -> Engine:
@@ -105,10 +107,6 @@ async def migrate() -> None:
         raise RuntimeError(f"database migration failed: {result.message}")
 
 
-@contextlib.asynccontextmanager
-async def write_transaction(engine: Engine) -> AsyncIterator[None]:
-    """A transaction for writes. On SQLite the engine begins it IMMEDIATE (a DEFERRED
-    read-then-write fails with "database is locked" as soon as two writers meet) and queues it
-    behind this process's other writers (domain/sqlite_engine.py)."""
-    async with engine.transaction():
-        yield
+def run_store(engine: Engine) -> RunStore:
+    """The run store for ``engine``: the one place that asks which engine it is."""
+    return SQLiteRunStore(engine) if isinstance(engine, InlineSQLiteEngine) else PostgresRunStore(engine)

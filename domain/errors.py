@@ -1,6 +1,9 @@
-"""Domain errors: a stable machine ``code`` and a message safe to show a user.
+"""Domain errors: data, not decisions left to the transports.
 
-Transports map codes to their own status (HTTP 404/409/429…, a WebSocket ``error`` frame).
+Each carries a stable machine ``code``, a ``message`` safe to show a user, whether retrying
+the same request can help (``allow_retry``) and, where the domain knows it, how long to wait
+(``retry_after_s``). A transport only maps them to its wire: an HTTP status and body, a
+WebSocket ``error`` frame, a ChatKit ``error`` event.
 """
 
 from __future__ import annotations
@@ -8,10 +11,13 @@ from __future__ import annotations
 
 class ChatError(Exception):
     code = "error"
+    allow_retry = False
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: int | None = None):
         super().__init__(message)
         self.message = message
+        self.field = field  # the request field at fault, where one is
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(ChatError):
@@ -20,6 +26,7 @@ class NotFound(ChatError):
 
 class RunActive(ChatError):
     code = "run_active"
+    allow_retry = True
 
 
 class RunFinished(ChatError):
@@ -28,19 +35,26 @@ class RunFinished(ChatError):
 
 class ShuttingDown(ChatError):
     code = "shutting_down"
+    allow_retry = True
 
 
 class LimitExceeded(ChatError):
     code = "limit_exceeded"
-
-    def __init__(self, message: str, retry_after_s: int | None = None):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    allow_retry = True
 
 
 class InvalidInput(ChatError):
     code = "invalid_input"
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
+
+class AuthError(ChatError):
+    """The token does not prove who the caller is."""
+
+    code = "unauthorized"
+
+
+class KeysUnavailable(ChatError):
+    """The identity provider's keys could not be fetched: not the caller's fault."""
+
+    code = "auth_unavailable"
+    allow_retry = True

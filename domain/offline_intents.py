@@ -45,7 +45,7 @@ _REOPEN = re.compile(
 _COMPLETE = re.compile(
     _POLITE + r"(?:(?:complete|finish|check off|tick off|mark)\s+(?P<a>.+?)"
     r"(?:\s+as\s+(?:done|complete[d]?|finished))?"
-    r"|i\s+(?:have\s+|'ve\s+)?(?:finished|completed|did|done)\s+(?P<b>.+?)"
+    r"|i(?:\s+have|'ve)?\s+(?:finished|completed|did|done)\s+(?P<b>.+?)"
     r"|(?P<c>.+?)\s+is\s+(?:done|complete[d]?|finished))[.!]?$",
     re.I,
 )

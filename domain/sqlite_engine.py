@@ -20,13 +20,14 @@ long; the fsyncs happen in checkpoints, which run on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType, dict_factory
 
 T = TypeVar("T")
 _CHECKPOINT_EVERY = 100  # commits
@@ -38,50 +39,55 @@ def _log_failure(checkpoint: asyncio.Future[Any]) -> None:
         log.warning("SQLite checkpoint failed (the WAL keeps the data): %s", checkpoint.exception())
 
 
-class InlineTransaction(SQLiteTransaction):
-    async def __aenter__(self) -> SQLiteTransaction:
-        if self._parent is not None:
-            return self._parent
-        engine: InlineSQLiteEngine = self.engine
-        self._lock = engine.write_lock()
-        await self._lock.acquire()
+class InlineTransaction:
+    """A writer's transaction on the engine's writer connection: Piccolo's queries find it
+    through the engine's ``current_transaction`` (the attribute Piccolo's engines consult)
+    and run on its ``connection``. Our own class, not a subclass of Piccolo's
+    ``SQLiteTransaction``, so nothing here depends on that class's private state. A
+    transaction begun inside another joins it."""
+
+    def __init__(self, engine: InlineSQLiteEngine, transaction_type: TransactionType):
+        self.engine = engine
+        self.transaction_type = transaction_type
+        self.connection = engine.writer
+        self._outer: InlineTransaction | None = None
+        self._context: contextvars.Token[Any] | None = None
+
+    async def __aenter__(self) -> InlineTransaction:
+        current = self.engine.current_transaction.get()
+        if current is not None:
+            self._outer = current
+            return current
+        lock = self.engine.write_lock()
+        await lock.acquire()
         try:
-            self.connection = engine.writer
             # Every transaction here is a writer's: a DEFERRED one would meet another process's
             # lock at its first write, inside the transaction, where it cannot wait asleep.
             kind = "EXCLUSIVE" if self.transaction_type is TransactionType.exclusive else "IMMEDIATE"
-            await engine.when_not_busy(lambda: self.connection.execute(f"BEGIN {kind}"))
+            await self.engine.when_not_busy(lambda: self.connection.execute(f"BEGIN {kind}"))
         except BaseException:
-            self._lock.release()
+            lock.release()
             raise
-        self.context = engine.current_transaction.set(self)
+        self._context = self.engine.current_transaction.set(self)
         return self
 
-    async def commit(self) -> None:
-        self.connection.execute("COMMIT")
-        self._committed = True
-
-    async def rollback(self) -> None:
-        self.connection.execute("ROLLBACK")
-        self._rolled_back = True
-
-    async def __aexit__(self, exception_type, exception, traceback) -> bool:
-        if self._parent:
-            return exception is None
+    async def __aexit__(self, exception_type: Any, exception: BaseException | None, traceback: Any) -> bool:
+        if self._outer is not None:
+            return False
+        committed = False
         try:
-            if exception:
-                if not self._rolled_back:
-                    await self.rollback()
-            elif not self._committed and not self._rolled_back:
-                await self.commit()
+            if exception is None:
+                self.connection.execute("COMMIT")
+                committed = True
         finally:
-            if self.connection.in_transaction:  # a COMMIT that failed
+            if self.connection.in_transaction:  # an exception, or a COMMIT that failed
                 self.connection.execute("ROLLBACK")
-            self.engine.current_transaction.reset(self.context)
-            self._lock.release()
-        if self._committed:
+            assert self._context is not None
+            self.engine.current_transaction.reset(self._context)
+            self.engine.write_lock().release()
+        if committed:
             self.engine.committed()
-        return exception is None
+        return False
 
 
 class InlineSQLiteEngine(SQLiteEngine):
@@ -158,8 +164,8 @@ class InlineSQLiteEngine(SQLiteEngine):
 
     def transaction(
         self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True
-    ) -> SQLiteTransaction:
-        return InlineTransaction(engine=self, transaction_type=transaction_type, allow_nested=allow_nested)
+    ) -> InlineTransaction:  # type: ignore[override]
+        return InlineTransaction(self, transaction_type)
 
     async def get_connection(self) -> sqlite3.Connection:
         raise NotImplementedError("statements run on the engine's own connections")

@@ -16,12 +16,19 @@ from piccolo.columns import (
 )
 from piccolo.table import Table
 
+# Named here, not derived: the run store's SQL uses the same names.
+CONVERSATION_TABLE = "conversation"
+MESSAGE_TABLE = "message"
+TASK_TABLE = "task"
+RUN_TABLE = "run"
+RUN_EVENT_TABLE = "run_event"
+
 
 # A column that leads a composite index (migration 2026-11-25T11) has no index of its own: the
 # composite serves the same queries, and every index is one more write on each insert.
 
 
-class Conversation(Table):
+class Conversation(Table, tablename=CONVERSATION_TABLE):
     id = UUID(primary_key=True)
     user_id = Varchar(length=128)
     title = Varchar(length=200, null=True, default=None)
@@ -29,7 +36,7 @@ class Conversation(Table):
     updated_at = Timestamptz()
 
 
-class Message(Table):
+class Message(Table, tablename=MESSAGE_TABLE):
     """One turn: role is user, assistant, tool (call + result in ``tool``) or hidden.
 
     Hidden messages are notes for the model (e.g. "the user stopped this reply");
@@ -48,7 +55,7 @@ class Message(Table):
     created_at = Timestamptz()
 
 
-class Task(Table):
+class Task(Table, tablename=TASK_TABLE):
     id = Serial(primary_key=True)
     user_id = Varchar(length=128, index=True)
     title = Varchar(length=500)
@@ -58,7 +65,7 @@ class Task(Table):
     updated_at = Timestamptz()
 
 
-class Run(Table):
+class Run(Table, tablename=RUN_TABLE):
     id = UUID(primary_key=True)
     conversation = ForeignKey(Conversation, null=False, on_delete=OnDelete.cascade, index=True)
     user_id = Varchar(length=128)
@@ -71,11 +78,10 @@ class Run(Table):
     finished_at = Timestamptz(null=True, default=None)
     # The lease: the instance running it renews heartbeat_at; a stale one means that
     # instance died, and any instance may mark the run interrupted.
-    instance = Varchar(length=64, null=True, default=None)
     heartbeat_at = Timestamptz(null=True, default=None)  # the sweep finds runs by status
 
 
-class RunEvent(Table):
+class RunEvent(Table, tablename=RUN_EVENT_TABLE):
     """The run log, saved in batches: a row holds consecutive events from ``seq`` on, one per
     line, each the exact bytes sent to clients."""
 

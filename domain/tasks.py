@@ -8,7 +8,6 @@ from typing import Literal
 import msgspec
 from piccolo.engine.base import Engine
 
-from domain.database import write_transaction
 from domain.tables import Task
 
 TaskFilter = Literal["all", "pending", "completed"]
@@ -70,7 +69,7 @@ async def find_task(user_id: str, task_id: int | None, title: str | None) -> Tas
 
 async def add_task(db: Engine, user_id: str, title: str, description: str | None) -> TaskView:
     now = datetime.now(timezone.utc)
-    async with write_transaction(db):
+    async with db.transaction():
         rows = await Task.insert(
             Task(user_id=user_id, title=title, description=description, completed=False,
                  created_at=now, updated_at=now)
@@ -96,7 +95,7 @@ async def update_task(
         changes[Task.description] = description
     if completed is not None:
         changes[Task.completed] = completed
-    async with write_transaction(db):
+    async with db.transaction():
         rows = await Task.update(changes).where(Task.user_id == user_id, Task.id == task_id).returning(*_COLUMNS)
     return _view(rows[0]) if rows else None
 
@@ -104,6 +103,6 @@ async def update_task(
 async def delete_task(db: Engine, user_id: str, task_id: int) -> TaskView | None:
     if _impossible(task_id):
         return None
-    async with write_transaction(db):
+    async with db.transaction():
         rows = await Task.delete().where(Task.user_id == user_id, Task.id == task_id).returning(*_COLUMNS)
     return _view(rows[0]) if rows else None

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 
 from domain import tasks
-from domain.database import close_database, open_database, write_transaction
+from domain.database import close_database, open_database
 from domain.tables import Task
 
 
@@ -17,7 +17,7 @@ def test_readers_never_see_an_open_write_and_a_failed_write_leaves_nothing(datab
             writing, release = asyncio.Event(), asyncio.Event()
 
             async def half_then_fail() -> None:
-                async with write_transaction(db):
+                async with db.transaction():
                     await Task.insert(Task(user_id="alice", title="half written"))
                     writing.set()
                     await release.wait()
@@ -84,13 +84,14 @@ def test_a_sqlite_write_waits_while_another_process_holds_the_lock(tmp_path):
 def test_the_rate_limit_count_reads_only_the_users_last_minute(database_url):
     """Every start counts the user's recent replies: by index, not by reading all of them
     (13.9 ms on the event loop for a user with 50,000 replies before the index)."""
-    from domain.run_records import _LIMIT_COUNTS, _PLACEHOLDER
+    from domain.runs.sqlite_store import sqlite_sql
+    from domain.runs.store import LIMIT_COUNTS
 
     async def plan() -> str:
         db = await open_database(database_url)
         try:
             if database_url.startswith("sqlite"):
-                sql = "EXPLAIN QUERY PLAN " + _PLACEHOLDER.sub(r"?\1", _LIMIT_COUNTS)
+                sql = "EXPLAIN QUERY PLAN " + sqlite_sql(LIMIT_COUNTS)
                 rows = db.reader.execute(sql, ("alice", "2026-01-01")).fetchall()
                 return " ".join(row["detail"] for row in rows)
             rows = await Task.raw("SELECT indexname FROM pg_indexes WHERE tablename = 'run'")

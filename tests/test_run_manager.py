@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from domain.agent import todo_agent
-from domain.database import close_database, open_database
+from domain.database import close_database, open_database, run_store
 from domain.offline_model import OfflineModel
 from domain.runs import RunManager
 from domain.tables import Run
@@ -17,7 +17,7 @@ from tests.conftest import fetch_rows, stored_events
 def test_a_start_abandoned_midway_still_ends_its_run_as_cancelled(database_url):
     async def scenario() -> None:
         db = await open_database(database_url)
-        runs = RunManager(db, todo_agent(OfflineModel(0.01)))
+        runs = RunManager(db, run_store(db), todo_agent(OfflineModel(0.01)))
         await runs.open()
         try:
             starting = asyncio.create_task(runs.start("alice", "hello"))

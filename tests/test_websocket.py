@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import socket
 import time
 
 import msgspec
@@ -13,10 +11,8 @@ import pytest
 import websockets
 from litestar.testing import TestClient
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 
 from app.main import create_app
-from app.websocket_protocol import text_frame
 from tests.conftest import auth, count_rows, fetch_rows, start_live_server, token_for
 
 
@@ -186,7 +182,7 @@ def test_dropping_the_socket_does_not_cancel_the_run(settings):
 
 
 def test_a_burst_through_uvicorn_arrives_one_event_per_frame_in_order(live_server):
-    """A batch of events goes to uvicorn as one send and one write (app/websocket_protocol.py):
+    """A batch of events goes to uvicorn as one send and one write (app/uvicorn_batched_websocket.py);
     a replay of a whole run is such a batch. Each frame must still be one event, none lost."""
     url = live_server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
     words = [f"w{n}" for n in range(300)]
@@ -228,13 +224,12 @@ def test_cancel_during_a_tool_rolls_its_write_back(client, settings, monkeypatch
     import asyncio as aio
 
     from domain import tasks
-    from domain.database import write_transaction
     from domain.tables import Task
 
     entered = []
 
     async def slow_add_task(db, user_id, title, description):
-        async with write_transaction(db):
+        async with db.transaction():
             await Task.insert(Task(user_id=user_id, title=title, description=description))
             entered.append(title)
             await aio.sleep(30)  # Stop arrives while the row is written but not committed
@@ -255,25 +250,3 @@ def test_cancel_during_a_tool_rolls_its_write_back(client, settings, monkeypatch
     assert count_rows(settings.database, "task") == 0
     tool = fetch_rows(settings.database, "SELECT tool FROM message WHERE role = 'tool'")
     assert "stopped before it finished" in tool[0][0]
-
-
-def test_a_refused_handshake_through_uvicorn_gets_400_and_logs_no_error(live_server, caplog):
-    """A malformed upgrade (no Sec-WebSocket-Key) is refused by websockets before any scope
-    exists; the server's protocol must not trip over that (app/websocket_protocol.py)."""
-    port = int(live_server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(b"GET /api/alice/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        answer = b""
-        while chunk := raw.recv(4096):  # until the server closes the connection
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400")
-    time.sleep(0.2)
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-
-
-def test_frames_built_for_a_batch_are_websockets_own():
-    """Frames of every length class (7-, 16- and 64-bit) as websockets would build them."""
-    for size in (0, 125, 126, 65535, 65536, 70000):
-        payload = b"x" * size
-        assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])

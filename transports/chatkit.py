@@ -28,13 +28,12 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 from piccolo.engine.base import Engine
 
-from app.auth import Authenticator, authenticate
-from app.settings import Settings
 from domain import conversations, events
 from domain.conversations import ConversationView, MessagePage, MessageView, ToolRecord
-from domain.errors import ChatError, NotFound
+from domain.errors import ChatError, InvalidInput, NotFound
 from domain.events import DoneStatus
-from domain.runs import ActiveRun, RunManager
+from domain.limits import Limits
+from domain.runs import ActiveRun, RunManager, unfinished_tool_result
 from transports.chatkit_types import (
     ActiveStatus,
     AssistantMessageItem,
@@ -81,15 +80,11 @@ from transports.chatkit_types import (
     WorkflowItem,
     WorkflowTaskUpdated,
 )
-from transports.docs import CHAT_ERRORS
-from transports.requests import message_problem
-from transports.sse import SSE_HEADERS
-from transports.streaming import PlainStream
+from transports.event_stream import EventStream
+from transports.route_specs import CHAT_ERRORS
+from transports.sse import SSE_HEADERS, data_frames
 
 log = logging.getLogger(__name__)
-
-PAGE_SIZE = 20  # the reference's default, and get_by_id's first page
-MAX_PAGE_SIZE = 100
 
 _decoder = msgspec.json.Decoder(ChatKitRequest)
 _encoder = msgspec.json.Encoder()
@@ -133,16 +128,6 @@ def _unsupported(kind: str, what: str) -> NoReturn:
 def message_text(content: Iterable[InputText | InputTag]) -> str:
     """What the user wrote, as the model and the plain API see it: tags read as their text."""
     return "".join(part.text for part in content)
-
-
-def input_problem(message: UserMessageInput, max_bytes: int) -> str | None:
-    if message.attachments:
-        return "Attachments are not supported by this server."
-    return message_problem(message_text(message.content), max_bytes)
-
-
-def page_limit(limit: int | None) -> int:
-    return PAGE_SIZE if limit is None else max(1, min(limit, MAX_PAGE_SIZE))
 
 
 # -- conversations as threads and items -------------------------------------------------
@@ -291,9 +276,9 @@ class ReplyTranslator:
 
     def _finish(self, status: DoneStatus) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        # Calls cut short are stored with this result (see ActiveRun.outcome): show the same.
+        # Calls cut short: shown with the result they are stored with.
         for call_id, (_, tool) in list(self._calls.items()):
-            out += self._tool_done(call_id, tool.name, {"error": f"stopped before it finished ({status})"})
+            out += self._tool_done(call_id, tool.name, unfinished_tool_result(status))
         if self._assistant_at is not None:
             final = OutputText(text="".join(self._text), annotations=[])
             out.append(ThreadItemUpdated(
@@ -312,29 +297,33 @@ class ReplyTranslator:
 
 
 def frames(batch: Iterable[StreamEvent]) -> bytes:
-    return b"".join(b"data: " + _encoder.encode(event) + b"\n\n" for event in batch)
+    return data_frames(map(_encoder.encode, batch))
 
 
 def error_frame(message: str, *, allow_retry: bool = False) -> bytes:
     return frames([ErrorEvent(code="custom", message=message, allow_retry=allow_retry)])
 
 
-class _Turn(msgspec.Struct, frozen=True):
+def chat_error_frame(exc: ChatError) -> bytes:
+    return error_frame(exc.message, allow_retry=exc.allow_retry)
+
+
+class _Preamble(msgspec.Struct, frozen=True):
     """What to say before the reply: a new thread, the user's message, its title."""
 
     new_thread: bool
     echo_user_message: bool
 
 
-async def _follow(runs: RunManager, run: ActiveRun, turn: _Turn) -> AsyncIterator[bytes]:
+async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> AsyncIterator[bytes]:
     """The run's events as ChatKit frames; leaving early (the client closed) is Stop."""
-    ended = False
+    subscription = runs.subscribe(run, on_leave="stop", idle=False)
     try:
         head: list[StreamEvent] = []
         created: Thread | None = None
-        message = run.new.user_message if turn.echo_user_message else None
+        message = run.new.user_message if preamble.echo_user_message else None
         if message is not None:
-            if turn.new_thread:
+            if preamble.new_thread:
                 # The conversation began with its message, at the same instant.
                 created = Thread(
                     id=run.conversation_id, created_at=_utc(message.created_at), status=ActiveStatus(),
@@ -348,34 +337,27 @@ async def _follow(runs: RunManager, run: ActiveRun, turn: _Turn) -> AsyncIterato
             head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
         yield frames(head)
         translator = ReplyTranslator(run.conversation_id, run.message_id)
-        async for batch in run.log.read(0):
+        async for batch in subscription:
             out: list[StreamEvent] = []
             for payload in batch:
                 out += translator.translate(events.decode(payload))
             if out:
                 yield frames(out)
-            # Always give the loop a turn: a replay that never awaits spins after a disconnect.
-            await asyncio.sleep(0)
-        ended = True
     finally:
-        if not ended:
-            runs.stop(run, "cancelled")
+        await subscription.aclose()
 
 
-async def message_stream(
-    runs: RunManager, settings: Settings, user: str, message: UserMessageInput, thread_id: str | None
-) -> AsyncIterator[bytes]:
+async def message_stream(runs: RunManager, user: str, message: UserMessageInput,
+                         thread_id: str | None) -> AsyncIterator[bytes]:
     """``threads.create`` (no thread id) and ``threads.add_user_message``."""
-    problem = input_problem(message, settings.max_message_bytes)
-    if problem:
-        yield error_frame(problem)
-        return
     try:
+        if message.attachments:
+            raise InvalidInput("Attachments are not supported by this server.", field="attachments")
         run = await runs.start(user, message_text(message.content), thread_id)
     except ChatError as exc:
-        yield error_frame(exc.message)
+        yield chat_error_frame(exc)
         return
-    async with contextlib.aclosing(_follow(runs, run, _Turn(thread_id is None, echo_user_message=True))) as reply:
+    async with contextlib.aclosing(_follow(runs, run, _Preamble(thread_id is None, echo_user_message=True))) as reply:
         async for frame in reply:
             yield frame
 
@@ -386,9 +368,9 @@ async def retry_stream(runs: RunManager, user: str, thread_id: str, item_id: str
     try:
         run = await runs.start(user, "", thread_id, again=item_id)
     except ChatError as exc:
-        yield error_frame(exc.message)
+        yield chat_error_frame(exc)
         return
-    async with contextlib.aclosing(_follow(runs, run, _Turn(new_thread=False, echo_user_message=False))) as reply:
+    async with contextlib.aclosing(_follow(runs, run, _Preamble(new_thread=False, echo_user_message=False))) as reply:
         async for frame in reply:
             yield frame
 
@@ -418,16 +400,16 @@ async def _owned(user: str, thread_id: str) -> ConversationView:
     return conversation
 
 
-async def answer(request: ChatKitRequest, user: str, db: Engine) -> bytes:
+async def answer(request: ChatKitRequest, user: str, db: Engine, limits: Limits) -> bytes:
     """The JSON body for a non-streaming request."""
     match request:
         case ThreadsGetById(params=params):
             conversation = await _owned(user, params.thread_id)
-            page = await conversations.page_messages(conversation.id, PAGE_SIZE, "asc")
+            page = await conversations.page_messages(conversation.id, limits.items_page, "asc")
             return _encoder.encode(thread_of(conversation, item_page(conversation.id, page)))
         case ThreadsList(params=params):
             threads = await conversations.page_conversations(
-                user, page_limit(params.limit), params.order, params.after
+                user, limits.items_page_size(params.limit), params.order, params.after
             )
             found = threads.conversations
             after = found[-1].id if threads.has_more and found else None
@@ -436,7 +418,7 @@ async def answer(request: ChatKitRequest, user: str, db: Engine) -> bytes:
         case ItemsList(params=params):
             conversation = await _owned(user, params.thread_id)
             page = await conversations.page_messages(
-                conversation.id, page_limit(params.limit), params.order, params.after
+                conversation.id, limits.items_page_size(params.limit), params.order, params.after
             )
             return _encoder.encode(item_page(conversation.id, page))
         case ThreadsUpdate(params=params):
@@ -460,12 +442,12 @@ async def answer(request: ChatKitRequest, user: str, db: Engine) -> bytes:
     raise AssertionError(f"unhandled ChatKit request {type(request).__name__}")
 
 
-def stream_for(request: StreamingRequest, user: str, runs: RunManager, settings: Settings) -> AsyncIterator[bytes]:
+def stream_for(request: StreamingRequest, user: str, runs: RunManager) -> AsyncIterator[bytes]:
     match request:
         case ThreadsCreate(params=params):
-            return message_stream(runs, settings, user, params.input, None)
+            return message_stream(runs, user, params.input, None)
         case ThreadsAddUserMessage(params=params):
-            return message_stream(runs, settings, user, params.input, params.thread_id)
+            return message_stream(runs, user, params.input, params.thread_id)
         case ThreadsRetryAfterItem(params=params):
             return retry_stream(runs, user, params.thread_id, params.item_id)
     # Client tools, structured input and widget actions: nothing here ever asks for them.
@@ -551,16 +533,12 @@ class ChatKitController(Controller):
     async def chatkit(
         self,
         request: Request[Any, Any, Any],
-        authenticator: NamedDependency[Authenticator],
+        token_user: NamedDependency[str],
         runs: NamedDependency[RunManager],
         db: NamedDependency[Engine],
-        settings: NamedDependency[Settings],
+        limits: NamedDependency[Limits],
     ) -> Response[bytes]:
-        user = await authenticate(request, authenticator)
         envelope = decode_request(await request.body())
         if isinstance(envelope, StreamingRequest):
-            return PlainStream(
-                guarded(stream_for(envelope, user, runs, settings)), media_type="text/event-stream",
-                headers=SSE_HEADERS,
-            )
-        return Response(await answer(envelope, user, db), media_type=MediaType.JSON, status_code=200)
+            return EventStream(guarded(stream_for(envelope, token_user, runs)), headers=SSE_HEADERS)
+        return Response(await answer(envelope, token_user, db, limits), media_type=MediaType.JSON, status_code=200)

@@ -11,14 +11,14 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
 from piccolo.engine.base import Engine
 
-from app.settings import Settings
 from domain import conversations, tasks
 from domain.conversations import ConversationView, MessageView
+from domain.limits import Limits
 from domain.models import ModelProvider
 from domain.runs import RunManager, RunReply
 from domain.tasks import TaskFilter, TaskView
-from transports.docs import AUTH_ERRORS, CHAT_ERRORS, ConflictException
-from transports.requests import ChatRequest, checked_message
+from transports.chat_body import ChatRequest
+from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS, ConflictException
 
 
 class ConversationDetail(msgspec.Struct, frozen=True):
@@ -43,12 +43,9 @@ class ChatController(Controller):
         self,
         user: NamedDependency[str],
         runs: NamedDependency[RunManager],
-        settings: NamedDependency[Settings],
         data: JSONBody[ChatRequest],
     ) -> RunReply:
-        run = await runs.start(user, checked_message(data.message, settings.max_message_bytes), data.conversation_id)
-        await run.finished.wait()
-        return run.reply()
+        return await runs.reply(await runs.start(user, data.message, data.conversation_id))
 
     @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply",
           description="Stops the model and any running tool; the run ends with `done{status: cancelled}`.",
@@ -66,9 +63,9 @@ class ConversationController(Controller):
 
     @get("/", summary="List conversations, most recent first", raises=AUTH_ERRORS)
     async def list_conversations(
-        self, user: NamedDependency[str], limit: FromQuery[int] = 50
+        self, user: NamedDependency[str], limits: NamedDependency[Limits], limit: FromQuery[int] = 50
     ) -> list[ConversationView]:
-        return await conversations.list_conversations(user, max(1, min(limit, 200)))
+        return await conversations.list_conversations(user, limits.conversations_page_size(limit))
 
     @get("/{conversation_id:str}", summary="A conversation with its messages",
          raises=[*AUTH_ERRORS, NotFoundException])

@@ -2,32 +2,29 @@
 
 Frames are exactly ``data: <json>\\n\\n`` (naive clients split on blank lines), built from the
 bytes the domain encoded once; Litestar's own SSE writer adds CRLFs and fields we do not want.
+The ChatKit transport frames its events the same way (``data_frames``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
-from litestar.background_tasks import BackgroundTask
-from litestar.response import Stream
 
-from app.settings import Settings
-from domain.runs import ActiveRun, RunFollower, RunManager
-from transports.docs import AUTH_ERRORS, CHAT_ERRORS, RESUME_RESPONSE, SSE_RESPONSE
-from transports.requests import ChatRequest, checked_message
-from transports.streaming import PlainStream
+from domain.runs import RunManager, Subscription
+from transports.chat_body import ChatRequest
+from transports.event_stream import EventStream
+from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS, RESUME_RESPONSE, SSE_RESPONSE
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PING = b": ping\n\n"
 
 
-def data_frames(batch: list[bytes]) -> bytes:
+def data_frames(batch: Iterable[bytes]) -> bytes:
     return b"".join(b"data: " + event + b"\n\n" for event in batch)
 
 
@@ -37,46 +34,19 @@ def id_data_frames(batch: list[bytes], first_seq: int) -> bytes:
     )
 
 
-class RunStream:
-    """The plain frames of one run. A client that leaves before the end means Stop (unless
-    it asked otherwise), even one that leaves before the first frame: then the generator
-    never starts, and only the response's background task, which runs however the response
-    ended, can tell."""
-
-    def __init__(self, runs: RunManager, run: ActiveRun, *, stop_on_disconnect: bool, ping_s: float):
-        self.runs, self.run = runs, run
-        self.stop_on_disconnect, self.ping_s = stop_on_disconnect, ping_s
-        self.ended = False
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        try:
-            async for batch in self.run.log.read(0, self.ping_s):
-                yield data_frames(batch) if batch else PING
-                # Always give the loop a turn: a replay that never awaits spins after a disconnect.
-                await asyncio.sleep(0)
-            self.ended = True
-        finally:
-            self.stop_unless_ended()
-
-    def stop_unless_ended(self) -> None:
-        if not self.ended and self.stop_on_disconnect:
-            self.runs.stop(self.run, "cancelled")
-
-    async def after_response(self) -> None:
-        # Async on purpose: Litestar runs a sync background task on a worker thread, where
-        # cancelling the run's task is not safe, and the hop cost ≈ 0.35 ms of CPU per request.
-        self.stop_unless_ended()
+async def plain_frames(subscription: Subscription) -> AsyncIterator[bytes]:
+    async for batch in subscription:
+        yield data_frames(batch) if batch else PING
 
 
-async def resume_frames(follower: RunFollower, after: int, ping_s: float) -> AsyncIterator[bytes]:
-    seq = after + 1
-    async for batch in follower.batches(after, ping_s):
+async def resume_frames(subscription: Subscription) -> AsyncIterator[bytes]:
+    seq = subscription.first_seq
+    async for batch in subscription:
         if batch:
             yield id_data_frames(batch, seq)
             seq += len(batch)
         else:
             yield PING
-        await asyncio.sleep(0)
 
 
 class SSEController(Controller):
@@ -89,26 +59,16 @@ class SSEController(Controller):
         description="Starts a run and streams its events. Closing the stream is Stop, unless "
         "`on_disconnect` is `continue`: then the run finishes and can be resumed.",
         # No media_type here: Litestar gives error responses the handler's media type, so a 4xx
-        # JSON body went out as text/event-stream. The Stream and SSE_RESPONSE carry the type.
+        # JSON body went out as text/event-stream. The stream and SSE_RESPONSE carry the type.
         responses=SSE_RESPONSE,
         raises=CHAT_ERRORS,
     )
     async def chat_stream(
-        self,
-        user: NamedDependency[str],
-        runs: NamedDependency[RunManager],
-        settings: NamedDependency[Settings],
-        data: JSONBody[ChatRequest],
-    ) -> Stream:
-        message = checked_message(data.message, settings.max_message_bytes)
-        run = await runs.start(user, message, data.conversation_id)
-        stream = RunStream(
-            runs, run, stop_on_disconnect=data.on_disconnect == "cancel", ping_s=settings.sse_ping_interval_s
-        )
-        return PlainStream(
-            stream.frames(), media_type="text/event-stream", headers=SSE_HEADERS,
-            background=BackgroundTask(stream.after_response),
-        )
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
+    ) -> EventStream:
+        run = await runs.start(user, data.message, data.conversation_id)
+        subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
+        return EventStream(plain_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose)
 
     @get(
         "/runs/{run_id:str}/events",
@@ -122,15 +82,10 @@ class SSEController(Controller):
         self,
         user: NamedDependency[str],
         runs: NamedDependency[RunManager],
-        settings: NamedDependency[Settings],
         run_id: FromPath[str],
         last_event_id: Annotated[int | None, HeaderParameter(name="Last-Event-ID", required=False)] = None,
         after: FromQuery[int | None] = None,
-    ) -> Stream:
-        follower = await runs.follow(user, run_id)
+    ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
-        return PlainStream(
-            resume_frames(follower, start, settings.sse_ping_interval_s),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+        subscription = await runs.follow(user, run_id, start)
+        return EventStream(resume_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose)

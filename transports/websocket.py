@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated
+from typing import Annotated, Protocol, runtime_checkable
 
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from app.auth import AuthError, Authenticator, KeysUnavailable
-from app.settings import Settings
-from app.websocket_protocol import SEND_TEXTS
-from domain.errors import ChatError
-from domain.runs import RunFollower, RunManager
-from transports.requests import message_problem
+from domain.errors import AuthError, ChatError, InvalidInput, KeysUnavailable
+from domain.limits import Limits
+from domain.runs import RunManager, Subscription
+from transports.asgi_extensions import SEND_TEXTS
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +73,12 @@ class ErrorFrame(msgspec.Struct, tag_field="type", tag="error", frozen=True, omi
 
 ServerFrame = Pong | ErrorFrame
 
+@runtime_checkable  # Litestar checks a dependency's type
+class TokenVerifier(Protocol):
+    async def user_of(self, token: str) -> str:
+        """The user a token names; ``AuthError`` or ``KeysUnavailable`` otherwise."""
+
+
 _decode_frame = msgspec.json.Decoder(ClientFrame).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -82,11 +86,10 @@ _encode = msgspec.json.Encoder().encode
 class _Session:
     """One authenticated socket: its receive loop and one forwarding task per run followed."""
 
-    def __init__(self, socket: WebSocket, user: str, runs: RunManager, settings: Settings):
+    def __init__(self, socket: WebSocket, user: str, runs: RunManager):
         self.socket = socket
         self.user = user
         self.runs = runs
-        self.settings = settings
         self._forwarders: dict[str, asyncio.Task[None]] = {}
         self._one_send_per_batch = SEND_TEXTS in (socket.scope.get("extensions") or {})
 
@@ -117,8 +120,10 @@ class _Session:
                 task.cancel()
 
     async def handle(self, data: str | bytes) -> None:
-        if len(data.encode() if isinstance(data, str) else data) > self.settings.max_ws_frame_bytes:
-            await self.error("limit_exceeded", f"Frames are limited to {self.settings.max_ws_frame_bytes} bytes.")
+        try:
+            self.runs.limits.check_frame(len(data.encode() if isinstance(data, str) else data))
+        except ChatError as exc:
+            await self.error(exc.code, exc.message)
             return
         try:
             frame = _decode_frame(data)
@@ -127,42 +132,42 @@ class _Session:
             return
         try:
             if isinstance(frame, ChatFrame):
-                if problem := message_problem(frame.message, self.settings.max_message_bytes):
-                    await self.error("invalid_frame", f"Invalid frame: {problem} - at `$.message`")
-                    return
                 run = await self.runs.start(self.user, frame.message, frame.conversation_id)
-                self.follow(RunFollower(run.log, run.id), 0)
+                self.forward(self.runs.subscribe(run, on_leave="continue", idle=False))
             elif isinstance(frame, CancelFrame):
                 await self.runs.cancel(self.user, frame.run_id)
             elif isinstance(frame, ResumeFrame):
-                self.follow(await self.runs.follow(self.user, frame.run_id), frame.after)
+                self.forward(await self.runs.follow(self.user, frame.run_id, frame.after, idle=False))
             elif isinstance(frame, PingFrame):
                 await self.send([_encode(Pong())])
             else:
                 await self.error("invalid_frame", "Already authenticated.")
+        except InvalidInput as exc:
+            # Said as msgspec says a frame's invalid field, as every other invalid frame is.
+            await self.error("invalid_frame", f"Invalid frame: {exc.message} - at `$.{exc.field}`")
         except ChatError as exc:
             await self.error(exc.code, exc.message, getattr(frame, "run_id", None))
 
-    def follow(self, follower: RunFollower, after: int) -> None:
-        previous = self._forwarders.pop(follower.run_id, None)
+    def forward(self, subscription: Subscription) -> None:
+        """Send a run's events, one task per run followed (a second follow replaces it)."""
+        run_id = subscription.run_id
+        previous = self._forwarders.pop(run_id, None)
         if previous is not None:
             previous.cancel()
-        task = asyncio.create_task(self._forward(follower, after))
-        self._forwarders[follower.run_id] = task
-        task.add_done_callback(lambda t: self._forwarders.get(follower.run_id) is t
-                               and self._forwarders.pop(follower.run_id))
+        task = asyncio.create_task(self._forward(subscription))
+        self._forwarders[run_id] = task
+        task.add_done_callback(lambda t: self._forwarders.get(run_id) is t and self._forwarders.pop(run_id))
 
-    async def _forward(self, follower: RunFollower, after: int) -> None:
-        with contextlib.suppress(OSError):  # the socket went away; the run goes on
-            async for batch in follower.batches(after):
-                await self.send(batch)
-                # A turn for the loop after each batch, as the SSE reader takes. Measured, not
-                # derived: 500 paced replies cost 71 -> 57 µs of CPU per event with it (89 ->
-                # 100% of ideal), and taking it out of the SSE reader cost 64 -> 72.
-                await asyncio.sleep(0)
+    async def _forward(self, subscription: Subscription) -> None:
+        try:
+            with contextlib.suppress(OSError):  # the socket went away; the run goes on
+                async for batch in subscription:
+                    await self.send(batch)
+        finally:
+            await subscription.aclose()
 
 
-async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id: str) -> bool:
+async def _authenticate(socket: WebSocket, authenticator: TokenVerifier, user_id: str) -> bool:
     """Token from ``?token=`` or a first ``auth`` frame; closes with 1008 on failure."""
     token = socket.query_params.get("token")
     try:
@@ -179,7 +184,7 @@ async def _authenticate(socket: WebSocket, authenticator: Authenticator, user_id
         await socket.close(code=POLICY_VIOLATION, reason=reason)
         return False
     except KeysUnavailable as exc:
-        await socket.close(code=TRY_AGAIN_LATER, reason=str(exc))
+        await socket.close(code=TRY_AGAIN_LATER, reason=exc.message)
         return False
 
 
@@ -188,14 +193,13 @@ async def chat_socket(
     socket: WebSocket,
     user_id: FromPath[str],
     runs: NamedDependency[RunManager],
-    settings: NamedDependency[Settings],
-    authenticator: NamedDependency[Authenticator],
+    authenticator: NamedDependency[TokenVerifier],
 ) -> None:
     # Accept first: a close code sent before accept() reaches the browser as a bare HTTP 403.
     await socket.accept()
     try:
         if await _authenticate(socket, authenticator, user_id):
-            await _Session(socket, user_id, runs, settings).serve()
+            await _Session(socket, user_id, runs).serve()
     except Exception:
         log.exception("websocket session failed")
         with contextlib.suppress(Exception):

@@ -1,4 +1,6 @@
-"""What the API documentation says about errors and streams, shared by the route handlers."""
+"""What the routes declare for the OpenAPI document: the errors they answer and their stream
+bodies. Nothing here is raised: domain errors reach the wire through the app's ``ChatError``
+handler; these classes only name the statuses for the document."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
-
     TooManyRequestsException,
     ValidationException,
 )
@@ -18,8 +19,8 @@ from domain.events import Event
 
 
 class ConflictException(ClientException):
-    """A reply is still running in the conversation (``run_active``), or the run already ended
-    (``run_finished``)."""
+    """Documents 409: a reply is still running in the conversation (``run_active``), or the
+    run already ended (``run_finished``)."""
 
     status_code = 409
 

@@ -1,0 +1,269 @@
+"""The run manager: start a run, subscribe to it, cancel it, close; and its background loops.
+
+A run lives apart from the connection that started it. Its events go to an in-memory log
+while it runs and to the store in batches (``_flush_forever``), so readers can follow it
+live and resume it after a reconnect or a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import msgspec
+from agents import Agent
+from piccolo.engine.base import Engine
+
+from domain import events
+from domain.errors import NotFound, RunActive, RunFinished, ShuttingDown
+from domain.limits import Limits
+from domain.runs.execution import ActiveRun, RunReply, Transcript
+from domain.runs.reading import OnLeave, Subscription, stored_batches
+from domain.runs.store import NewRun, RunRecord, RunStore
+from domain.tools import TodoContext
+
+logger = logging.getLogger(__name__)
+
+
+class RunSettings(msgspec.Struct, frozen=True):
+    lease_s: float = 15.0
+    remote_poll_s: float = 0.1
+    flush_interval_s: float = 0.25
+    shutdown_grace_s: float = 5.0
+    ping_interval_s: float = 15.0
+    tracing: bool = False
+
+
+class CancelBroker(Protocol):
+    """Carries cancel requests between server instances (a run executes on exactly one)."""
+
+    async def request_cancel(self, run_id: str) -> None: ...
+
+    def cancel_requests(self) -> AsyncIterator[str]: ...
+
+
+class RunManager:
+    def __init__(
+        self,
+        db: Engine,
+        store: RunStore,
+        agent: Agent[TodoContext],
+        limits: Limits = Limits(),
+        settings: RunSettings = RunSettings(),
+        broker: CancelBroker | None = None,
+    ):
+        self.db = db  # the tools' database
+        self.store = store
+        self.agent = agent
+        self.limits = limits
+        self.settings = settings
+        self.broker = broker
+        self._active: dict[str, ActiveRun] = {}
+        self._saved: dict[str, int] = {}  # run id -> events already in the store
+        self._background: list[asyncio.Task[None]] = []
+        self._save_lock = asyncio.Lock()
+        self._closed: asyncio.Future[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._sweep()
+        self._background = [
+            asyncio.create_task(self._flush_forever(), name="run-event-flusher"),
+            asyncio.create_task(self._keep_leases_forever(), name="run-leases"),
+        ]
+        if self.broker is not None:
+            self._background.append(asyncio.create_task(self._obey_cancels_forever(), name="run-cancels"))
+
+    async def close(self) -> None:
+        """End every active run as ``interrupted`` (text saved), then stop. Idempotent: the
+        shutdown signal and the lifespan both call it."""
+        if self._closed is None:
+            self._closed = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
+        runs = list(self._active.values())
+        for run in runs:
+            run.stop("interrupted")
+        if runs:
+            # A run's task ends once its outcome is saved.
+            await asyncio.wait([run.task for run in runs], timeout=self.settings.shutdown_grace_s)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def start(
+        self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None
+    ) -> ActiveRun:
+        """Start a reply to ``message``, or with ``again`` (a user message id) answer that
+        earlier message anew, dropping what followed it."""
+        if again is None:
+            self.limits.check_message(message)
+        if self._closed is not None:
+            raise ShuttingDown("The server is shutting down; try again in a moment.")
+        if conversation_id is not None:
+            busy = next((r for r in self._active.values() if r.conversation_id == conversation_id), None)
+            if busy is not None and busy.user_id == user_id:
+                raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
+        begin = asyncio.ensure_future(self.store.begin_run(
+            user_id, message, conversation_id, self.limits, again=again
+        ))
+        try:
+            new = await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            # The caller left mid-request (a client hung up): that is Stop. Once the run is
+            # written, launch it stopped, so it still ends with done and leaves no "running" row.
+            def launch_stopped(done: asyncio.Future[NewRun]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._launch(done.result(), user_id).stop("cancelled")
+
+            begin.add_done_callback(launch_stopped)
+            raise
+        return self._launch(new, user_id, message if new.created_conversation else None)
+
+    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None) -> ActiveRun:
+        run = ActiveRun(new, user_id, self.agent.name)
+        self._active[run.id] = run
+        self._saved[run.id] = 0
+        # A conversation created by this start holds just that message: no need to read it back.
+        history = None if first_message is None else [{"role": "user", "content": first_message}]
+        run.launch(self._execute(run, history), name=f"run-{run.id}")
+        return run
+
+    async def cancel(self, user_id: str, run_id: str) -> None:
+        run = self._active.get(run_id)
+        if run is not None and run.user_id == user_id:
+            if run.finished.is_set():
+                raise RunFinished("This run has already finished.")
+            run.stop("cancelled")
+            return
+        record = await self._owned(user_id, run_id)
+        if record.status != "running" or self.broker is None:
+            raise RunFinished("This run has already finished.")
+        # It runs on another instance: that one stops it when the broker tells it.
+        await self.broker.request_cancel(run_id)
+
+    def subscribe(self, run: ActiveRun, after: int = 0, *, on_leave: OnLeave, idle: bool = True) -> Subscription:
+        """Follow a run started here (by this caller) from ``after`` on."""
+        stop = (lambda: run.stop("cancelled")) if on_leave == "stop" else None
+        idle_s = self.settings.ping_interval_s if idle else None
+        return Subscription(run.id, after, run.log.read(after, idle_s), stop)
+
+    async def follow(self, user_id: str, run_id: str, after: int = 0, *, idle: bool = True) -> Subscription:
+        """Follow any run of the user's, live or finished, here or elsewhere; leaving never
+        stops it. ``NotFound`` for another user's run."""
+        after = max(after, 0)
+        run = self._active.get(run_id)
+        if run is not None and run.user_id == user_id:
+            return self.subscribe(run, after, on_leave="continue", idle=idle)
+        record = await self._owned(user_id, run_id)
+        # Running elsewhere: follow it through the store until its done arrives.
+        poll_s = self.settings.remote_poll_s if record.status == "running" else None
+        idle_s = self.settings.ping_interval_s if idle else None
+        return Subscription(run_id, after, stored_batches(self.store, run_id, after, idle_s, poll_s))
+
+    async def reply(self, run: ActiveRun) -> RunReply:
+        """The whole reply, once the run has finished."""
+        await run.finished.wait()
+        return run.reply()
+
+    async def _owned(self, user_id: str, run_id: str) -> RunRecord:
+        record = await self.store.get_run(user_id, run_id)
+        if record is None:
+            raise NotFound("No such run.")
+        return record
+
+    # -- execution --------------------------------------------------------------------------
+
+    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None) -> None:
+        context = TodoContext(user_id=run.user_id, db=self.db)
+        done = await run.execute(self.agent, context, self.limits, self.settings.tracing, history)
+        # Saved before it is sent: a client that sees ``done`` and reloads finds the whole run.
+        # A second cancel (shutdown) must not lose the outcome, so saving goes on regardless.
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.ensure_future(self._persist(run, done)))
+        finally:
+            run.close(done)
+
+    async def _persist(self, run: ActiveRun, done: bytes) -> None:
+        try:
+            async with self._save_lock:
+                saved = self._saved[run.id]
+                unsaved = [*run.log.since(saved), done]
+                await self.store.finish_run(run.outcome(), (run.id, saved + 1, unsaved))
+        except Exception:
+            logger.exception("could not save run %s", run.id)
+        finally:
+            self._active.pop(run.id, None)
+            self._saved.pop(run.id, None)
+
+    # -- background loops -------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Close runs a dead instance left ``running``: their partial text saved from the
+        stored events, and the ``done`` a resuming client waits for appended."""
+        closed = 0
+        for record in await self.store.stale_runs(self.settings.lease_s):
+            # Claim it first: several instances may sweep the same dead instance's runs.
+            if not await self.store.claim_run(record.id, "interrupted"):
+                continue
+            payloads = await self.store.event_payloads(record.id)
+            transcript = Transcript.of(map(events.decode, payloads))
+            done = events.Done(run_id=record.id, seq=len(payloads) + 1, status="interrupted")
+            await self.store.finish_run(
+                transcript.outcome(record, record.id, "interrupted"),
+                (record.id, len(payloads) + 1, [events.encode(done)]),
+            )
+            closed += 1
+        if closed:
+            logger.warning("marked %d run(s) of a stopped server instance as interrupted", closed)
+
+    async def _keep_leases_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await self.store.renew_leases(list(self._active))
+                await self._sweep()
+            except Exception:
+                logger.exception("could not renew run leases")
+
+    async def _obey_cancels_forever(self) -> None:
+        assert self.broker is not None
+        while True:
+            try:
+                async for run_id in self.broker.cancel_requests():
+                    if (run := self._active.get(run_id)) is not None:
+                        run.stop("cancelled")
+            except Exception:
+                logger.exception("the cancel subscription failed; subscribing again")
+                await asyncio.sleep(1)
+
+    async def _flush_forever(self) -> None:
+        """Save pending events of every active run in one batch, off the streaming path."""
+        while True:
+            await asyncio.sleep(self.settings.flush_interval_s)
+            async with self._save_lock:
+                batches = []
+                for run in list(self._active.values()):
+                    saved = self._saved[run.id]
+                    if len(run.log) == saved:
+                        continue
+                    pending = run.log.since(saved)
+                    batches.append((run.id, saved + 1, pending))
+                    self._saved[run.id] = saved + len(pending)
+                if not batches:
+                    continue
+                try:
+                    await self.store.save_events(batches)
+                except Exception:
+                    logger.exception("could not save run events; they stay in memory until the run ends")
+                    for run_id, first, _ in batches:
+                        if run_id in self._saved:
+                            self._saved[run_id] = min(self._saved[run_id], first - 1)

@@ -1,0 +1,23 @@
+"""The run store on PostgreSQL: statements by asyncpg on the transaction's connection."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from domain.runs.store import SQLRunStore
+
+
+class PostgresRunStore(SQLRunStore):
+    async def _execute(self, connection: Any, sql: str, *args: object) -> None:
+        await connection.execute(sql, *args)
+
+    async def _executemany(self, connection: Any, sql: str, rows: list[tuple[object, ...]]) -> None:
+        await connection.executemany(sql, rows)
+
+    async def _fetch_row(self, connection: Any, sql: str, *args: object) -> tuple[Any, ...] | None:
+        row = await connection.fetchrow(sql, *args)
+        return None if row is None else tuple(row)
+
+    def _run_key(self, run_id: str) -> object:
+        return uuid.UUID(run_id)

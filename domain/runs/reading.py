@@ -1,0 +1,74 @@
+"""Reading a run: the one subscription every streaming transport uses.
+
+A ``Subscription`` yields batches of encoded events (an empty batch: nothing happened for
+the idle interval, time for a keep-alive), gives the loop a turn between batches, and knows
+what leaving means: closed before the run's ``done`` with ``on_leave="stop"``, it stops the
+run. It is a plain object, not a generator, so closing it works even before its first step
+(a client that leaves before the first frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from domain import events
+from domain.runs.store import RunStore
+
+OnLeave = Literal["stop", "continue"]
+
+
+class Subscription:
+    def __init__(self, run_id: str, after: int, batches: AsyncIterator[list[bytes]],
+                 stop: Callable[[], None] | None = None):
+        self.run_id = run_id
+        self.first_seq = after + 1  # of the first event it yields
+        self._batches = batches
+        self._stop = stop  # what leaving early means; None: nothing
+        self._ended = False
+        self._turn = False
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        if self._turn:
+            # Always give the loop a turn: a replay that never awaits spins after a disconnect,
+            # and 500 paced replies cost 71 -> 57 µs of CPU per event without it.
+            await asyncio.sleep(0)
+        self._turn = True
+        try:
+            return await self._batches.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+
+    async def aclose(self) -> None:
+        """Leave: before the end with ``on_leave="stop"``, that is Stop."""
+        if not self._ended and self._stop is not None:
+            self._stop()
+        self._ended = True
+        await self._batches.aclose()  # type: ignore[attr-defined]
+
+
+async def stored_batches(store: RunStore, run_id: str, after: int, idle_s: float | None,
+                         poll_s: float | None) -> AsyncIterator[list[bytes]]:
+    """A run's events from the store: what is there, and, while it runs on another instance
+    (``poll_s`` set), what arrives, until its ``done``."""
+    cursor, quiet = after, 0.0
+    while True:
+        stored = await store.event_payloads(run_id, cursor)
+        if stored:
+            cursor += len(stored)
+            quiet = 0.0
+            yield stored
+            if events.is_done(stored[-1]):
+                return
+        if poll_s is None:
+            return
+        await asyncio.sleep(poll_s)
+        quiet += poll_s
+        if idle_s is not None and quiet >= idle_s:
+            quiet = 0.0
+            yield []

@@ -1,0 +1,297 @@
+"""Where runs are kept: the ``RunStore`` interface, its records, and the SQL both engines share.
+
+One verb per method. The SQL lives here once; ``sqlite_store`` and ``postgres_store`` only
+say how their driver runs a statement (the engines differ in placeholders, key types and
+whether a call awaits), so no run logic ever asks which engine it has.
+
+Writes go by the driver inside the engine's transaction: Piccolo builds and renders a query
+string per row object, the driver runs one prepared statement (measured: ≈ 1.6 µs of the
+server's ≈ 22 per streamed event was the insert alone). Reads go through Piccolo.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import msgspec
+from piccolo.engine.base import Engine
+
+from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, parse_id
+from domain.errors import InvalidInput, NotFound, RunActive
+from domain.events import RunStatus
+from domain.limits import PER_MINUTE, Limits
+from domain.tables import CONVERSATION_TABLE, MESSAGE_TABLE, RUN_EVENT_TABLE, RUN_TABLE, Run, RunEvent
+
+TITLE_CHARS = 60
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    id: str
+    conversation_id: str
+    user_id: str
+    status: RunStatus
+    message_id: str
+
+
+class NewRun(msgspec.Struct, frozen=True):
+    run_id: str
+    conversation_id: str
+    message_id: str  # of the assistant's reply to come
+    created_conversation: bool
+    title: str | None
+    user_message: MessageView  # the message it answers
+
+
+class FinishedRun(msgspec.Struct, frozen=True):
+    run_id: str
+    conversation_id: str
+    message_id: str
+    status: RunStatus
+    text: str
+    tools: list[tuple[datetime, ToolRecord]]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_code: str | None = None
+
+
+EventBatch = tuple[str, int, Sequence[bytes]]
+"""(run id, seq of the first event, the events' payloads)."""
+
+
+class RunStore(Protocol):
+    async def begin_run(
+        self, user_id: str, message: str, conversation_id: str | None, limits: Limits,
+        *, again: str | None = None,
+    ) -> NewRun:
+        """The user's message and a running run, in one transaction; nothing on refusal.
+        With ``again`` (an earlier user message's id) what followed it is dropped instead."""
+
+    async def save_events(self, batches: Sequence[EventBatch]) -> None:
+        """Append events of several runs, in one transaction."""
+
+    async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
+        """The outcome, its messages and the events not saved yet, atomically."""
+
+    async def claim_run(self, run_id: str, status: RunStatus) -> bool:
+        """Mark a running run ``status``; False when another instance got there first."""
+
+    async def get_run(self, user_id: str, run_id: str) -> RunRecord | None: ...
+
+    async def event_payloads(self, run_id: str, after: int = 0) -> list[bytes]:
+        """The stored events with seq > ``after``, in order."""
+
+    async def renew_leases(self, run_ids: Sequence[str]) -> None: ...
+
+    async def stale_runs(self, lease_s: float) -> list[RunRecord]:
+        """Runs still ``running`` whose instance stopped renewing their lease."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def title_for(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+# -- the statements (``$n`` placeholders; the SQLite store rewrites them once) --------------
+
+LIMIT_COUNTS = (
+    f"SELECT (SELECT COUNT(*) FROM {RUN_TABLE} WHERE user_id = $1 AND status = 'running') AS active, "
+    f"(SELECT COUNT(*) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS recent, "
+    f"(SELECT MIN(created_at) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS oldest"
+)
+_CONVERSATION_TITLE = f"SELECT title FROM {CONVERSATION_TABLE} WHERE id = $1 AND user_id = $2"
+_RUNNING_IN = f"SELECT 1 FROM {RUN_TABLE} WHERE conversation = $1 AND status = 'running' LIMIT 1"
+_TOUCH_CONVERSATION = f"UPDATE {CONVERSATION_TABLE} SET updated_at = $1 WHERE id = $2"
+_INSERT_CONVERSATION = (
+    f"INSERT INTO {CONVERSATION_TABLE} (id, user_id, title, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)"
+)
+_MESSAGE_COLUMNS = "id, conversation, run_id, role, content, tool, status, feedback, created_at"
+_INSERT_MESSAGE = f"INSERT INTO {MESSAGE_TABLE} ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_INSERT_RUN = (
+    f"INSERT INTO {RUN_TABLE} (id, conversation, user_id, status, message_id, input_tokens, output_tokens, "
+    "error_code, created_at, finished_at, heartbeat_at) "
+    "VALUES ($1, $2, $3, 'running', $4, 0, 0, NULL, $5, NULL, $5)"
+)
+_MESSAGE_TO_ANSWER = (
+    f"SELECT role, content, status, created_at, feedback FROM {MESSAGE_TABLE} WHERE id = $1 AND conversation = $2"
+)
+_DROP_AFTER = f"DELETE FROM {MESSAGE_TABLE} WHERE conversation = $1 AND created_at > $2"
+_ANSWER_WITH = f"UPDATE {MESSAGE_TABLE} SET run_id = $1 WHERE id = $2"
+_INSERT_EVENT = f"INSERT INTO {RUN_EVENT_TABLE} (run, seq, payload) VALUES ($1, $2, $3)"
+_FINISH_RUN = (
+    f"UPDATE {RUN_TABLE} SET status = $1, input_tokens = $2, output_tokens = $3, error_code = $4, "
+    "finished_at = $5 WHERE id = $6"
+)
+_CLAIM_RUN = f"UPDATE {RUN_TABLE} SET status = $1 WHERE id = $2 AND status = 'running' RETURNING id"
+_RENEW_LEASES = f"UPDATE {RUN_TABLE} SET heartbeat_at = $1 WHERE id = $2"
+_EVENTS_FROM = (
+    # The rows from the one holding event ``after + 1`` on (a row holds consecutive events).
+    f"SELECT seq, payload FROM {RUN_EVENT_TABLE} WHERE run = {{}} AND seq >= "
+    f"(SELECT COALESCE(MAX(seq), 0) FROM {RUN_EVENT_TABLE} WHERE run = {{}} AND seq <= {{}}) "
+    "ORDER BY seq"
+)
+_RUN_COLUMNS = (Run.id, Run.conversation, Run.user_id, Run.status, Run.message_id)
+
+
+def _record(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(id=str(row["id"]), conversation_id=str(row["conversation"]), user_id=row["user_id"],
+                     status=row["status"], message_id=row["message_id"])
+
+
+class SQLRunStore:
+    """The store's logic over four driver primitives a subclass provides."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- what each engine's driver provides -------------------------------------------------
+
+    async def _execute(self, connection: Any, sql: str, *args: object) -> None:
+        raise NotImplementedError
+
+    async def _executemany(self, connection: Any, sql: str, rows: list[tuple[object, ...]]) -> None:
+        raise NotImplementedError
+
+    async def _fetch_row(self, connection: Any, sql: str, *args: object) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    def _run_key(self, run_id: str) -> object:
+        """A run id as the driver takes it for the event rows."""
+        raise NotImplementedError
+
+    def _timestamp(self, value: Any) -> datetime:
+        return value
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        # Piccolo's transaction: on SQLite the engine begins it IMMEDIATE and queues it
+        # behind this process's other writers (domain/sqlite_engine.py).
+        async with self.engine.transaction() as transaction:
+            yield transaction.connection
+
+    # -- the store --------------------------------------------------------------------------
+
+    async def begin_run(
+        self, user_id: str, message: str, conversation_id: str | None, limits: Limits,
+        *, again: str | None = None,
+    ) -> NewRun:
+        started = now()
+        run_id, message_id = uuid.uuid4(), uuid.uuid4()
+        async with self._transaction() as connection:
+            # Counted in the database, inside the write, so the limits hold across instances.
+            active, recent, oldest = await self._fetch_row(
+                connection, LIMIT_COUNTS, user_id, started - PER_MINUTE
+            ) or (0, 0, None)
+            limits.check_runs(active, recent, oldest and self._timestamp(oldest), started)
+            if conversation_id is None:
+                key, title = uuid.uuid4(), title_for(message)
+                await self._execute(connection, _INSERT_CONVERSATION, key, user_id, title, started, started)
+            else:
+                key = parse_id(conversation_id)
+                row = key and await self._fetch_row(connection, _CONVERSATION_TITLE, key, user_id)
+                if not row:
+                    raise NotFound("No such conversation.")
+                title = row[0]
+                if await self._fetch_row(connection, _RUNNING_IN, key):
+                    raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
+                await self._execute(connection, _TOUCH_CONVERSATION, started, key)
+            if again is None:
+                said = MessageView(id=str(uuid.uuid4()), role="user", content=message, status="completed",
+                                   created_at=started, run_id=str(run_id))
+                await self._execute(connection, _INSERT_MESSAGE, uuid.UUID(said.id), key, said.run_id, "user",
+                                    message, None, "completed", None, started)
+            else:
+                said = await self._answer_again(connection, key, again, str(run_id))
+            await self._execute(connection, _INSERT_RUN, run_id, key, user_id, str(message_id), started)
+        return NewRun(
+            run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
+            created_conversation=conversation_id is None, title=title, user_message=said,
+        )
+
+    async def _answer_again(self, connection: Any, conversation: uuid.UUID, message_id: str,
+                            run_id: str) -> MessageView:
+        key = parse_id(message_id)
+        row = key and await self._fetch_row(connection, _MESSAGE_TO_ANSWER, key, conversation)
+        if not row:
+            raise NotFound("No such message in this conversation.")
+        role, content, status, created_at, feedback = row
+        if role != "user":
+            raise InvalidInput("Only a user message can be answered again.", field="item_id")
+        await self._execute(connection, _DROP_AFTER, conversation, created_at)
+        await self._execute(connection, _ANSWER_WITH, run_id, key)
+        return MessageView(id=str(key), role="user", content=content, status=status,
+                           created_at=self._timestamp(created_at), run_id=run_id, feedback=feedback)
+
+    def _event_row(self, run_id: str, first_seq: int, payloads: Sequence[bytes]) -> tuple[object, int, str]:
+        """One row for consecutive events: rows nobody reads one by one, so one per batch.
+        msgspec's JSON never holds a raw newline, so a newline separates them."""
+        return self._run_key(run_id), first_seq, b"\n".join(payloads).decode()
+
+    async def save_events(self, batches: Sequence[EventBatch]) -> None:
+        rows = [self._event_row(*batch) for batch in batches if batch[2]]
+        if rows:
+            async with self._transaction() as connection:
+                await self._executemany(connection, _INSERT_EVENT, rows)
+
+    async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
+        finished = now()
+        key = uuid.UUID(run.conversation_id)
+
+        def message(id: uuid.UUID, role: str, content: str, at: datetime, tool: str | None = None,
+                    status: str = "completed") -> tuple[object, ...]:
+            return (id, key, run.run_id, role, content, tool, status, None, at)
+
+        messages = [
+            message(uuid.uuid4(), "tool", "", at, tool=msgspec.json.encode(tool).decode()) for at, tool in run.tools
+        ]
+        if run.text or run.status == "completed":
+            messages.append(message(uuid.UUID(run.message_id), "assistant", run.text, finished, status=run.status))
+        if run.status == "cancelled":
+            messages.append(message(uuid.uuid4(), "hidden", HIDDEN_STOPPED_NOTE, finished + timedelta(microseconds=1)))
+        async with self._transaction() as connection:
+            if messages:
+                await self._executemany(connection, _INSERT_MESSAGE, messages)
+            if unsaved[2]:
+                await self._executemany(connection, _INSERT_EVENT, [self._event_row(*unsaved)])
+            await self._execute(connection, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens,
+                                run.error_code, finished, uuid.UUID(run.run_id))
+            await self._execute(connection, _TOUCH_CONVERSATION, finished, key)
+
+    async def claim_run(self, run_id: str, status: RunStatus) -> bool:
+        async with self._transaction() as connection:
+            return await self._fetch_row(connection, _CLAIM_RUN, status, uuid.UUID(run_id)) is not None
+
+    async def renew_leases(self, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            at = now()
+            async with self._transaction() as connection:
+                await self._executemany(connection, _RENEW_LEASES, [(at, uuid.UUID(r)) for r in run_ids])
+
+    async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
+        key = parse_id(run_id)
+        if key is None:
+            return None
+        row = await Run.select(*_RUN_COLUMNS).where(Run.id == key, Run.user_id == user_id).first()
+        return _record(row) if row else None
+
+    async def event_payloads(self, run_id: str, after: int = 0) -> list[bytes]:
+        key = uuid.UUID(run_id)
+        payloads: list[bytes] = []
+        for row in await RunEvent.raw(_EVENTS_FROM, key, key, after + 1):
+            lines = row["payload"].encode().split(b"\n")
+            payloads += lines[max(after + 1 - row["seq"], 0):]
+        return payloads
+
+    async def stale_runs(self, lease_s: float) -> list[RunRecord]:
+        cutoff = now() - timedelta(seconds=lease_s)
+        rows = await Run.select(*_RUN_COLUMNS).where(
+            Run.status == "running", (Run.heartbeat_at < cutoff) | (Run.heartbeat_at.is_null())
+        )
+        return [_record(row) for row in rows]

@@ -1,0 +1,24 @@
+"""The JSON body of ``POST /chat`` and ``POST /chat/stream``.
+
+Only its shape is checked here; what a message may hold is the domain's rule
+(``domain/limits.py``), the same on every transport.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+OnDisconnect = Literal["cancel", "continue"]
+
+
+class ChatRequest(msgspec.Struct, frozen=True):
+    message: Annotated[str, msgspec.Meta(description="What the user said.")]
+    conversation_id: Annotated[
+        str | None, msgspec.Meta(description="Continue this conversation; omit to start a new one.")
+    ] = None
+    on_disconnect: Annotated[
+        OnDisconnect,
+        msgspec.Meta(description="What a dropped stream means: `cancel` (Stop, the default) or `continue`."),
+    ] = "cancel"
