@@ -28,7 +28,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.params import FromPath
 
 from app.settings import Settings
-from domain.errors import AuthError, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
+from domain.limits import check_user_id
+from domain.errors import AuthError, InvalidInput, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,10 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthError("The token has no user (sub).")
+        try:
+            check_user_id(subject)  # the user ids the store keeps, on both engines
+        except InvalidInput as exc:
+            raise AuthError(f"The token's user (sub) is not accepted: {exc.message}") from None
         until = now + _VERIFIED_FOR_S
         if isinstance(claims.get("exp"), int | float):
             until = min(until, claims["exp"] + self._leeway_s)

@@ -6,9 +6,11 @@ import logging
 
 from litestar import MediaType, Request, Response
 
-from domain.errors import ChatError
+from domain.errors import ChatError, DatabaseUnavailable
 
 HTTP_STATUS = {
+    "database_unavailable": 503,
+    "already_started": 409,
     "not_found": 404,
     "run_active": 409,
     "run_finished": 409,
@@ -41,3 +43,21 @@ def internal_error_response(request: Request, exc: Exception) -> Response:
         status_code=500,
         media_type=MediaType.JSON,
     )
+
+
+def undecodable_body_response(request: Request, exc: Exception) -> Response:
+    """A body msgspec could not read: invalid UTF-8 inside a string (``UnicodeDecodeError``)
+    or nesting deeper than it recurses (``RecursionError``). The client's mistake: a 400."""
+    reason = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "is nested too deeply"
+    return Response(
+        {"status_code": 400, "detail": f"The request body {reason}.", "extra": {"code": "invalid_input"}},
+        status_code=400,
+        media_type=MediaType.JSON,
+    )
+
+
+def database_unreachable_response(request: Request, exc: Exception) -> Response:
+    """A query outside the run store found no database: 503, as the store says it."""
+    logging.getLogger("chat_server").warning("database unreachable on %s %s: %s", request.method,
+                                             request.url.path, type(exc).__name__)
+    return chat_error_response(request, DatabaseUnavailable())

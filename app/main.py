@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Router, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
@@ -18,13 +17,19 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.auth import Authenticator, cors_config, provide_token_user, provide_user
 from app.broker import ChannelsCancelBroker, broker_backend, channels_plugin
-from app.errors import chat_error_response, internal_error_response
+from app.errors import (
+    chat_error_response,
+    database_unreachable_response,
+    internal_error_response,
+    undecodable_body_response,
+)
+from app.log_redaction import redact_server_logs
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
-from domain.database import close_database, open_database, run_store
+from domain.database import UNREACHABLE, close_database, open_database, run_store
 from domain.errors import ChatError
 from domain.limits import Limits
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
@@ -43,6 +48,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 async def chat_page() -> File:
     """The chat page; its script and styles are served under ``/static/``."""
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
+
+
+def no_such_file(request: Request, exc: ValueError) -> Response:
+    return Response({"status_code": 404, "detail": "Not Found"}, status_code=404, media_type=MediaType.JSON)
 
 
 def _from_state(name: str) -> Provide:
@@ -76,12 +85,14 @@ def limits_of(settings: Settings) -> Limits:
         max_message_bytes=settings.max_message_bytes, max_frame_bytes=settings.max_ws_frame_bytes,
         active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute,
         max_turns=settings.max_turns, max_run_duration_s=settings.max_run_duration_s,
+        followers_per_user=settings.max_followers_per_user, send_timeout_s=settings.send_timeout_s,
     )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     limits = limits_of(settings)
+    redact_server_logs()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -117,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
                     "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
                 )
-            stack.callback(on_shutdown_signal(lambda: asyncio.ensure_future(runs.close())))
+            stack.callback(on_shutdown_signal(runs.close))
             yield
 
     api = Router(
@@ -129,7 +140,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             api, ChatKitController, health, explorer_assets(), asyncapi_document,
-            chat_page, create_static_files_router("/static", [STATIC_DIR], name="page_static"),
+            chat_page, create_static_files_router(
+                "/static", [STATIC_DIR], name="page_static",
+                # A path the file system cannot even look up (a NUL in it) names no file.
+                exception_handlers={ValueError: no_such_file},
+            ),
         ],
         lifespan=[lifespan],
         dependencies={
@@ -141,7 +156,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "authenticator": _from_state("authenticator"),
             "provider": _from_state("provider"),
         },
-        exception_handlers={ChatError: chat_error_response, HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response},
+        exception_handlers={
+            ChatError: chat_error_response,
+            UnicodeDecodeError: undecodable_body_response,
+            RecursionError: undecodable_body_response,
+            **{kind: database_unreachable_response for kind in UNREACHABLE},
+            HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response,
+        },
         middleware=[RequestIdMiddleware],
         logging_config=logging_config(settings.log_level),
         request_max_body_size=settings.max_body_bytes,

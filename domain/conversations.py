@@ -9,8 +9,9 @@ from typing import Any, Literal
 import msgspec
 from piccolo.engine.base import Engine
 
-from domain.errors import InvalidInput, RunActive
-from domain.tables import Conversation, Message, Run
+from domain.errors import InvalidInput
+from domain.limits import check_conversation_title
+from domain.tables import Conversation, Message
 
 Role = Literal["user", "assistant", "tool", "hidden"]
 MessageStatus = Literal["completed", "cancelled", "failed", "interrupted"]
@@ -94,9 +95,11 @@ async def list_conversations(user_id: str, limit: int = 50) -> list[Conversation
 
 
 async def rename_conversation(db: Engine, user_id: str, conversation_id: str, title: str) -> bool:
+    """False: the user has no such conversation; ``InvalidInput`` for a title it cannot have."""
     key = parse_id(conversation_id)
     if key is None:
         return False
+    check_conversation_title(title)
     async with db.transaction():
         rows = await (
             Conversation.update({Conversation.title: title})
@@ -105,22 +108,6 @@ async def rename_conversation(db: Engine, user_id: str, conversation_id: str, ti
         )
     return bool(rows)
 
-
-async def delete_conversation(db: Engine, user_id: str, conversation_id: str) -> bool:
-    key = parse_id(conversation_id)
-    if key is None:
-        return False
-    async with db.transaction():
-        if await Run.exists().where(Run.conversation == key, Run.status == "running"):
-            raise RunActive("A reply is still being written in this conversation; cancel it first.")
-        # Messages, runs and run events go with it (ON DELETE CASCADE; Piccolo enables
-        # SQLite's foreign keys on every connection).
-        rows = await (
-            Conversation.delete()
-            .where(Conversation.id == key, Conversation.user_id == user_id)
-            .returning(Conversation.id)
-        )
-    return bool(rows)
 
 
 async def list_messages(
@@ -208,7 +195,7 @@ async def page_conversations(
             .first()
         )
         if not cursor:
-            raise InvalidInput("The page cursor does not name one of your threads.", field="after")
+            raise InvalidInput("The page cursor does not name one of your threads.")
         query = query.where(_after(Conversation, cursor, order))
     rows = await query
     return ConversationPage([_conversation(row) for row in rows[:limit]], has_more=len(rows) > limit)

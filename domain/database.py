@@ -107,6 +107,10 @@ async def migrate() -> None:
         raise RuntimeError(f"database migration failed: {result.message}")
 
 
+UNREACHABLE = (*SQLiteRunStore.UNREACHABLE, *PostgresRunStore.UNREACHABLE)
+"""What the drivers raise when the database cannot be reached (not a wrong query)."""
+
+
 def run_store(engine: Engine) -> RunStore:
     """The run store for ``engine``: the one place that asks which engine it is."""
     return SQLiteRunStore(engine) if isinstance(engine, InlineSQLiteEngine) else PostgresRunStore(engine)

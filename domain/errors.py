@@ -33,6 +33,18 @@ class RunFinished(ChatError):
     code = "run_finished"
 
 
+class AlreadyStarted(ChatError):
+    """A retried send: its run exists already (``run_id``), finished or on another instance;
+    the transport follows it instead of starting another."""
+
+    code = "already_started"
+
+    def __init__(self, run_id: str, conversation_id: str):
+        super().__init__("This message was sent already; its reply is that run.")
+        self.run_id = run_id
+        self.conversation_id = conversation_id
+
+
 class ShuttingDown(ChatError):
     code = "shutting_down"
     allow_retry = True
@@ -41,6 +53,17 @@ class ShuttingDown(ChatError):
 class LimitExceeded(ChatError):
     code = "limit_exceeded"
     allow_retry = True
+
+
+class DatabaseUnavailable(ChatError):
+    """The database cannot be reached: nothing was changed; the same request can succeed later."""
+
+    code = "database_unavailable"
+    allow_retry = True
+
+    def __init__(self, message: str = "The database cannot be reached right now; try again shortly.",
+                 retry_after_s: int = 5):
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class InvalidInput(ChatError):

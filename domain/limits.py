@@ -11,9 +11,39 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from domain import text
 from domain.errors import InvalidInput, LimitExceeded
 
 PER_MINUTE = timedelta(minutes=1)
+# Column sizes (domain/tables.py): checked here, so SQLite, which would keep longer values,
+# refuses exactly what PostgreSQL refuses.
+MAX_USER_ID_CHARS = 128
+MAX_CONVERSATION_TITLE_CHARS = 200
+MAX_TASK_TITLE_CHARS = 500
+MAX_SEQ = 2**31 - 1  # run_event.seq is a 32-bit integer on PostgreSQL
+
+
+def check_text(value: str, field: str, what: str, max_chars: int | None = None) -> str:
+    """``value`` as both engines store it alike, or ``InvalidInput`` naming ``field``."""
+    if problem := text.problem(value):
+        raise InvalidInput(f"{what} {problem}.", field=field)
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidInput(f"{what} is longer than {max_chars} characters.", field=field)
+    return value
+
+
+def check_user_id(user_id: str) -> str:
+    if not user_id or not user_id.isprintable():
+        raise InvalidInput("A user id is printable text, at least one character.", field="user_id")
+    return check_text(user_id, "user_id", "The user id", MAX_USER_ID_CHARS)
+
+
+def check_conversation_title(title: str) -> str:
+    return check_text(title, "title", "The title", MAX_CONVERSATION_TITLE_CHARS)
+
+
+def check_task_title(title: str) -> str:
+    return check_text(title, "title", "The task title", MAX_TASK_TITLE_CHARS)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +53,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     messages_per_minute: int = 30
     max_turns: int = 10
     max_run_duration_s: float = 300.0
+    followers_per_user: int = 32  # open streams and socket subscriptions, each holding a reader
+    send_timeout_s: float = 30.0  # a client that takes no bytes for this long is dropped
     conversations_page: int = 50  # a list's default size
     max_conversations_page: int = 200
     items_page: int = 20  # ChatKit's default page, as the reference server's
@@ -33,6 +65,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     def check_message(self, message: str) -> str:
         if not message.strip():
             raise InvalidInput("The message is empty.", field="message")
+        check_text(message, "message", "The message")
         if len(message.encode()) > self.max_message_bytes:
             raise InvalidInput(f"The message is longer than {self.max_message_bytes} bytes.", field="message")
         return message

@@ -78,7 +78,9 @@ class Run(Table, tablename=RUN_TABLE):
     finished_at = Timestamptz(null=True, default=None)
     # The lease: the instance running it renews heartbeat_at; a stale one means that
     # instance died, and any instance may mark the run interrupted.
-    heartbeat_at = Timestamptz(null=True, default=None)  # the sweep finds runs by status
+    heartbeat_at = Timestamptz(null=True, default=None)
+    # The id the client gave the send (unique per user): a retried send finds this run.
+    client_message_id = Varchar(length=64, null=True, default=None)  # the sweep finds runs by status
 
 
 class RunEvent(Table, tablename=RUN_EVENT_TABLE):

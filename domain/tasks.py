@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 from piccolo.engine.base import Engine
 
+from domain.limits import check_task_title, check_text
 from domain.tables import Task
 
 TaskFilter = Literal["all", "pending", "completed"]
@@ -68,6 +69,10 @@ async def find_task(user_id: str, task_id: int | None, title: str | None) -> Tas
 
 
 async def add_task(db: Engine, user_id: str, title: str, description: str | None) -> TaskView:
+    """``InvalidInput`` for a title or description the store could not keep as it is."""
+    check_task_title(title)
+    if description is not None:
+        check_text(description, "description", "The description")
     now = datetime.now(timezone.utc)
     async with db.transaction():
         rows = await Task.insert(
@@ -88,6 +93,10 @@ async def update_task(
 ) -> TaskView | None:
     if _impossible(task_id):
         return None
+    if title is not None:
+        check_task_title(title)
+    if description is not None:
+        check_text(description, "description", "The description")
     changes: dict = {Task.updated_at: datetime.now(timezone.utc)}
     if title is not None:
         changes[Task.title] = title

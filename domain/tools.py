@@ -14,6 +14,7 @@ from agents import RunContextWrapper, function_tool
 from piccolo.engine.base import Engine
 
 from domain import tasks
+from domain.errors import InvalidInput
 from domain.tasks import TaskFilter
 
 
@@ -42,7 +43,10 @@ async def add_task(ctx: RunContextWrapper[TodoContext], title: str, description:
     title = title.strip()
     if not title:
         return _json({"error": "A task needs a title."})
-    task = await tasks.add_task(ctx.context.db, ctx.context.user_id, title, description)
+    try:
+        task = await tasks.add_task(ctx.context.db, ctx.context.user_id, title, description)
+    except InvalidInput as exc:
+        return _json({"error": exc.message})
     return _json({"added": task})
 
 
@@ -97,9 +101,12 @@ async def update_task(
     found = await tasks.find_task(ctx.context.user_id, task_id, title)
     if found is None:
         return _not_found(task_id, title)
-    task = await tasks.update_task(
-        ctx.context.db, ctx.context.user_id, found.id, title=new_title, description=description
-    )
+    try:
+        task = await tasks.update_task(
+            ctx.context.db, ctx.context.user_id, found.id, title=new_title, description=description
+        )
+    except InvalidInput as exc:
+        return _json({"error": exc.message})
     return _json({"updated": task}) if task else _not_found(task_id, title)
 
 

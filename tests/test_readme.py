@@ -40,7 +40,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 4
+    assert len(SNIPPETS) == 5
 
 
 def test_curl_sse_snippet(server):
@@ -56,13 +56,18 @@ def test_python_sse_snippet(server):
     assert output.count("(completed)") == 2
 
 
-def test_websocket_snippet_stops_the_reply(server):
+def test_retried_send_snippet_answers_one_reply(server):
     output = run_snippet(*SNIPPETS[2], server)
+    assert "pay the rent" in output
+
+
+def test_websocket_snippet_stops_the_reply(server):
+    output = run_snippet(*SNIPPETS[3], server)
     assert output.rstrip().endswith("(cancelled)")
 
 
 def test_chatkit_snippet(server):
-    output = run_snippet(*SNIPPETS[3], server)
+    output = run_snippet(*SNIPPETS[4], server)
     assert output.lstrip().startswith("[thread.created]")
     assert "[stream_options]" in output and "[thread.item.done]" in output
     assert "Added “call mom” to your list" in output

@@ -41,7 +41,7 @@ def finished(new, status="completed", text="", tools=()) -> FinishedRun:
 
 def test_begin_run_writes_a_conversation_its_message_and_a_running_run(database_url):
     async def scenario(store: RunStore):
-        return await store.begin_run("alice", "add   buy milk\n", None, LIMITS)
+        return await store.begin_run("alice", "add   buy milk\n", None, LIMITS, "todo")
 
     new = with_store(database_url, scenario)
     assert new.created_conversation and new.title == "add buy milk"
@@ -52,19 +52,19 @@ def test_begin_run_writes_a_conversation_its_message_and_a_running_run(database_
 
 
 def test_a_long_first_message_is_titled_short(database_url):
-    new = with_store(database_url, lambda store: store.begin_run("alice", "word " * 40, None, LIMITS))
+    new = with_store(database_url, lambda store: store.begin_run("alice", "word " * 40, None, LIMITS, "todo"))
     assert len(new.title) == 60 and new.title.endswith("…")
 
 
 def test_one_running_run_per_conversation_and_refusals_write_nothing(database_url):
     async def scenario(store: RunStore):
-        first = await store.begin_run("alice", "hello", None, LIMITS)
+        first = await store.begin_run("alice", "hello", None, LIMITS, "todo")
         with pytest.raises(RunActive):
-            await store.begin_run("alice", "again", first.conversation_id, LIMITS)
+            await store.begin_run("alice", "again", first.conversation_id, LIMITS, "todo")
         for user, conversation in [("bob", first.conversation_id), ("alice", "nope"),
                                    ("alice", "00000000-0000-0000-0000-000000000000")]:
             with pytest.raises(NotFound):
-                await store.begin_run(user, "hi", conversation, LIMITS)
+                await store.begin_run(user, "hi", conversation, LIMITS, "todo")
         return first
 
     with_store(database_url, scenario)
@@ -76,10 +76,10 @@ def test_limits_are_counted_inside_the_write(database_url):
 
     async def scenario(store: RunStore):
         for _ in range(2):
-            await store.begin_run("alice", "hi", None, tight)
+            await store.begin_run("alice", "hi", None, tight, "todo")
         with pytest.raises(LimitExceeded) as active:
-            await store.begin_run("alice", "hi", None, tight)
-        await store.begin_run("bob", "hi", None, tight)  # another user's count is their own
+            await store.begin_run("alice", "hi", None, tight, "todo")
+        await store.begin_run("bob", "hi", None, tight, "todo")  # another user's count is their own
         return active.value
 
     refused = with_store(database_url, scenario)
@@ -92,10 +92,10 @@ def test_messages_per_minute_says_when_to_retry(database_url):
 
     async def scenario(store: RunStore):
         for _ in range(2):
-            new = await store.begin_run("alice", "hi", None, tight)
-            await store.finish_run(finished(new), (new.run_id, 1, []))
+            new = await store.begin_run("alice", "hi", None, tight, "todo")
+            await store.finish_run(finished(new), (new.run_id, 2, []))
         with pytest.raises(LimitExceeded) as refused:
-            await store.begin_run("alice", "hi", None, tight)
+            await store.begin_run("alice", "hi", None, tight, "todo")
         return refused.value
 
     assert 55 <= with_store(database_url, scenario).retry_after_s <= 60
@@ -103,30 +103,41 @@ def test_messages_per_minute_says_when_to_retry(database_url):
 
 def test_events_are_read_back_from_any_seq_across_rows(database_url):
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "hi", None, LIMITS)
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
         run = new.run_id
-        await store.save_events([(run, 1, text_events(run, 1, "a", "b", "c"))])
-        await store.save_events([(run, 4, text_events(run, 4, "d", "e")), (run, 6, [])])
-        return run, [await store.event_payloads(run, after) for after in (0, 2, 3, 4, 5, 9)]
+        await store.save_events([(run, 2, text_events(run, 2, "a", "b", "c"))])
+        await store.save_events([(run, 5, text_events(run, 5, "d", "e")), (run, 7, [])])
+        return new, [await store.event_payloads(run, after) for after in (0, 1, 3, 4, 5, 6, 9)]
 
-    run, reads = with_store(database_url, scenario)
-    everything = text_events(run, 1, "a", "b", "c", "d", "e")
-    assert reads == [everything, everything[2:], everything[3:], everything[4:], [], []]
+    new, reads = with_store(database_url, scenario)
+    everything = [new.start, *text_events(new.run_id, 2, "a", "b", "c", "d", "e")]
+    assert reads == [everything, everything[1:], everything[3:], everything[4:], everything[5:], [], []]
+
+
+def test_a_run_begins_with_its_start_event_stored(database_url):
+    async def scenario(store: RunStore):
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
+        return new, await store.event_payloads(new.run_id)
+
+    new, stored = with_store(database_url, scenario)
+    assert stored == [new.start]
+    assert events.decode(new.start) == events.Start(run_id=new.run_id, seq=1, conversation_id=new.conversation_id,
+                                                    message_id=new.message_id, agent="todo")
 
 
 def test_finish_run_stores_the_outcome_messages_and_the_last_events(database_url):
     call = ToolRecord("call-1", "add_task", {"title": "milk"}, {"id": 1})
 
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "add milk", None, LIMITS)
-        await store.save_events([(new.run_id, 1, text_events(new.run_id, 1, "Ad"))])
-        done = events.encode(events.Done(run_id=new.run_id, seq=3, status="completed"))
+        new = await store.begin_run("alice", "add milk", None, LIMITS, "todo")
+        await store.save_events([(new.run_id, 2, text_events(new.run_id, 2, "Ad"))])
+        done = events.encode(events.Done(run_id=new.run_id, seq=4, status="completed"))
         await store.finish_run(finished(new, text="Added", tools=[(now(), call)]),
-                               (new.run_id, 2, [*text_events(new.run_id, 2, "ded"), done]))
+                               (new.run_id, 3, [*text_events(new.run_id, 3, "ded"), done]))
         return new, await store.event_payloads(new.run_id), await list_messages(new.conversation_id)
 
     new, stored, messages = with_store(database_url, scenario)
-    assert [events.decode(p).seq for p in stored] == [1, 2, 3] and events.is_done(stored[-1])
+    assert [events.decode(p).seq for p in stored] == [1, 2, 3, 4] and events.is_done(stored[-1])
     assert [(m.role, m.content) for m in messages] == [("user", "add milk"), ("tool", ""), ("assistant", "Added")]
     assert messages[1].tool == call and messages[2].id == new.message_id
     assert fetch_rows(database_url, "SELECT status, input_tokens, output_tokens FROM run") == [("completed", 3, 5)]
@@ -134,8 +145,8 @@ def test_finish_run_stores_the_outcome_messages_and_the_last_events(database_url
 
 def test_a_stopped_run_leaves_a_hidden_note_for_the_model(database_url):
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "hi", None, LIMITS)
-        await store.finish_run(finished(new, "cancelled", text="Hel"), (new.run_id, 1, []))
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
+        await store.finish_run(finished(new, "cancelled", text="Hel"), (new.run_id, 2, []))
         return await list_messages(new.conversation_id, include_hidden=True)
 
     messages = with_store(database_url, scenario)
@@ -145,16 +156,16 @@ def test_a_stopped_run_leaves_a_hidden_note_for_the_model(database_url):
 
 def test_answering_again_drops_what_followed_the_message(database_url):
     async def scenario(store: RunStore):
-        first = await store.begin_run("alice", "hi", None, LIMITS)
-        await store.finish_run(finished(first, text="Hello"), (first.run_id, 1, []))
-        again = await store.begin_run("alice", "", first.conversation_id, LIMITS, again=first.user_message.id)
+        first = await store.begin_run("alice", "hi", None, LIMITS, "todo")
+        await store.finish_run(finished(first, text="Hello"), (first.run_id, 2, []))
+        again = await store.begin_run("alice", "", first.conversation_id, LIMITS, "todo", again=first.user_message.id)
         left = await list_messages(first.conversation_id)
-        await store.finish_run(finished(again), (again.run_id, 1, []))
+        await store.finish_run(finished(again), (again.run_id, 2, []))
         with pytest.raises(NotFound):
-            await store.begin_run("alice", "", first.conversation_id, LIMITS, again="nope")
+            await store.begin_run("alice", "", first.conversation_id, LIMITS, "todo", again="nope")
         replies = [m for m in await list_messages(first.conversation_id) if m.role == "assistant"]
         with pytest.raises(InvalidInput):
-            await store.begin_run("alice", "", first.conversation_id, LIMITS, again=replies[0].id)
+            await store.begin_run("alice", "", first.conversation_id, LIMITS, "todo", again=replies[0].id)
         return first, again, left
 
     first, again, left = with_store(database_url, scenario)
@@ -164,7 +175,7 @@ def test_answering_again_drops_what_followed_the_message(database_url):
 
 def test_a_run_is_claimed_once_and_read_only_by_its_user(database_url):
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "hi", None, LIMITS)
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
         claims = [await store.claim_run(new.run_id, "interrupted") for _ in range(2)]
         return new, claims, [await store.get_run(user, run) for user, run in
                              [("alice", new.run_id), ("bob", new.run_id), ("alice", "nope")]]
@@ -177,7 +188,7 @@ def test_a_run_is_claimed_once_and_read_only_by_its_user(database_url):
 
 def test_a_run_whose_lease_ran_out_is_stale_until_renewed(database_url):
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "hi", None, LIMITS)
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
         fresh = await store.stale_runs(60)
         await asyncio.sleep(0.3)
         stale = await store.stale_runs(0.2)
@@ -192,8 +203,8 @@ def test_a_run_whose_lease_ran_out_is_stale_until_renewed(database_url):
 def test_timestamps_keep_their_order_across_engines(database_url):
     """A second message a microsecond later sorts after the first (the model's order)."""
     async def scenario(store: RunStore):
-        new = await store.begin_run("alice", "hi", None, LIMITS)
-        await store.finish_run(finished(new, "cancelled", text="x"), (new.run_id, 1, []))
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
+        await store.finish_run(finished(new, "cancelled", text="x"), (new.run_id, 2, []))
         return await list_messages(new.conversation_id, include_hidden=True)
 
     messages = with_store(database_url, scenario)

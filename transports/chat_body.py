@@ -22,3 +22,10 @@ class ChatRequest(msgspec.Struct, frozen=True):
         OnDisconnect,
         msgspec.Meta(description="What a dropped stream means: `cancel` (Stop, the default) or `continue`."),
     ] = "cancel"
+    client_message_id: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None,
+        msgspec.Meta(description=(
+            "Your id for this send (unique per user). Sending it again, after a dropped connection, "
+            "answers the reply it started instead of starting another."
+        )),
+    ] = None

@@ -107,6 +107,10 @@ def decode_request(body: bytes) -> ChatKitRequest:
         _bad_request(f"Invalid ChatKit request: {reason}" + (f" (at {key})." if key != "body" else "."), key)
     except msgspec.DecodeError as exc:
         _bad_request(f"The body is not JSON ({exc}).", "body")
+    except UnicodeDecodeError:
+        _bad_request("The body is not valid UTF-8.", "body")
+    except RecursionError:
+        _bad_request("The body is nested too deeply.", "body")
 
 
 def _raw_type(body: bytes) -> str | None:
@@ -400,7 +404,7 @@ async def _owned(user: str, thread_id: str) -> ConversationView:
     return conversation
 
 
-async def answer(request: ChatKitRequest, user: str, db: Engine, limits: Limits) -> bytes:
+async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManager, limits: Limits) -> bytes:
     """The JSON body for a non-streaming request."""
     match request:
         case ThreadsGetById(params=params):
@@ -426,7 +430,7 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, limits: Limits)
                 raise NotFound("No such thread.")
             return _encoder.encode(thread_of(await _owned(user, params.thread_id)))
         case ThreadsDelete(params=params):
-            if not await conversations.delete_conversation(db, user, params.thread_id):
+            if not await runs.delete_conversation(user, params.thread_id):
                 raise NotFound("No such thread.")
             return b"{}"
         case ItemsFeedback(params=params):
@@ -540,5 +544,6 @@ class ChatKitController(Controller):
     ) -> Response[bytes]:
         envelope = decode_request(await request.body())
         if isinstance(envelope, StreamingRequest):
-            return EventStream(guarded(stream_for(envelope, token_user, runs)), headers=SSE_HEADERS)
-        return Response(await answer(envelope, token_user, db, limits), media_type=MediaType.JSON, status_code=200)
+            return EventStream(guarded(stream_for(envelope, token_user, runs)), headers=SSE_HEADERS,
+                               send_timeout_s=limits.send_timeout_s)
+        return Response(await answer(envelope, token_user, db, runs, limits), media_type=MediaType.JSON, status_code=200)

@@ -45,9 +45,11 @@ class EventStream(Response[AsyncIterable[bytes]]):
         on_close: Callable[[], Awaitable[None]] | None = None,
         media_type: str = "text/event-stream",
         status_code: int = 200,
+        send_timeout_s: float | None = None,
     ) -> None:
         super().__init__(body, headers=headers, media_type=media_type, status_code=status_code)
         self.on_close = on_close
+        self.send_timeout_s = send_timeout_s
 
     def to_asgi_response(  # type: ignore[override]
         self,
@@ -71,10 +73,20 @@ class EventStream(Response[AsyncIterable[bytes]]):
 
     async def stream_body(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers()})
+        loop, limit = asyncio.get_running_loop(), self.send_timeout_s
         try:
-            async for chunk in self.content:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # A client that takes no bytes for ``send_timeout_s`` is gone, as one that hung up:
+            # otherwise what it does not read piles up in the server's memory.
+            async with asyncio.timeout(None) as sending:
+                async for chunk in self.content:
+                    if limit is not None:
+                        sending.reschedule(loop.time() + limit)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if limit is not None:
+                        sending.reschedule(None)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            pass  # the connection is dropped unfinished: the client never read it anyway
         finally:
             # Cancelled inside ``send``, a generator would only see ``GeneratorExit`` when
             # collected: close it now, so its cleanup runs before ``on_close``.

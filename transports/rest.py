@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -13,6 +13,7 @@ from piccolo.engine.base import Engine
 
 from domain import conversations, tasks
 from domain.conversations import ConversationView, MessageView
+from domain.errors import AlreadyStarted
 from domain.limits import Limits
 from domain.models import ModelProvider
 from domain.runs import RunManager, RunReply
@@ -45,7 +46,11 @@ class ChatController(Controller):
         runs: NamedDependency[RunManager],
         data: JSONBody[ChatRequest],
     ) -> RunReply:
-        return await runs.reply(await runs.start(user, data.message, data.conversation_id))
+        try:
+            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id)
+        except AlreadyStarted as sent:  # a retried send: the reply it started
+            return await runs.stored_reply(user, sent.run_id)
+        return await runs.reply(run)
 
     @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply",
           description="Stops the model and any running tool; the run ends with `done{status: cancelled}`.",
@@ -84,9 +89,9 @@ class ConversationController(Controller):
     @delete("/{conversation_id:str}", summary="Delete a conversation, its messages and runs",
             raises=[*AUTH_ERRORS, NotFoundException, ConflictException])
     async def delete_conversation(
-        self, user: NamedDependency[str], db: NamedDependency[Engine], conversation_id: FromPath[str]
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], conversation_id: FromPath[str]
     ) -> None:
-        if not await conversations.delete_conversation(db, user, conversation_id):
+        if not await runs.delete_conversation(user, conversation_id):
             raise NotFoundException("No such conversation.")
 
 
@@ -116,15 +121,18 @@ class Health(msgspec.Struct, frozen=True):
     model_base_url: str | None = None
 
 
-@get("/health", summary="Liveness, database and model configuration (no secrets)", tags=["health"])
-async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelProvider]) -> Health:
+@get("/health", summary="Liveness, database and model configuration (no secrets)", tags=["health"],
+     description="200 with `status: ok` when the database answers; 503 with `status: degraded` while it "
+     "does not (the server keeps running and recovers by itself when it returns).")
+async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelProvider]) -> Response[Health]:
     try:
         await db.run_ddl("SELECT 1")
         database = "ok"
     except Exception:  # noqa: BLE001 - health reports, it does not fail
         database = "unreachable"
-    return Health(
+    report = Health(
         status="ok" if database == "ok" else "degraded", database=database, database_engine=db.engine_type,
         model_provider=provider.name, model=provider.model_name, api=provider.api,
         model_base_url=provider.base_url,
     )
+    return Response(report, status_code=200 if database == "ok" else 503)

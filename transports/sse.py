@@ -13,8 +13,10 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from domain.errors import AlreadyStarted
+from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
 from transports.chat_body import ChatRequest
 from transports.event_stream import EventStream
@@ -66,9 +68,13 @@ class SSEController(Controller):
     async def chat_stream(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
     ) -> EventStream:
-        run = await runs.start(user, data.message, data.conversation_id)
-        subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
-        return EventStream(plain_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose)
+        try:
+            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id)
+            subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
+        except AlreadyStarted as sent:  # a retried send: its reply from the start
+            subscription = await runs.follow(user, sent.run_id)
+        return EventStream(plain_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose,
+                           send_timeout_s=runs.limits.send_timeout_s)
 
     @get(
         "/runs/{run_id:str}/events",
@@ -83,9 +89,12 @@ class SSEController(Controller):
         user: NamedDependency[str],
         runs: NamedDependency[RunManager],
         run_id: FromPath[str],
-        last_event_id: Annotated[int | None, HeaderParameter(name="Last-Event-ID", required=False)] = None,
-        after: FromQuery[int | None] = None,
+        last_event_id: Annotated[
+            int | None, HeaderParameter(name="Last-Event-ID", required=False, ge=0, le=MAX_SEQ)
+        ] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_SEQ)] = None,
     ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
         subscription = await runs.follow(user, run_id, start)
-        return EventStream(resume_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose)
+        return EventStream(resume_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose,
+                           send_timeout_s=runs.limits.send_timeout_s)

@@ -18,8 +18,8 @@ from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from domain.errors import AuthError, ChatError, InvalidInput, KeysUnavailable
-from domain.limits import Limits
+from domain.errors import AlreadyStarted, AuthError, ChatError, InvalidInput, KeysUnavailable
+from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
 from transports.asgi_extensions import SEND_TEXTS
 
@@ -41,6 +41,8 @@ class AuthFrame(_ClientFrame, tag="auth"):
 class ChatFrame(_ClientFrame, tag="chat"):
     message: str
     conversation_id: str | None = None
+    # Unique per user: a chat frame sent again (after a reconnect) follows the run it started.
+    client_message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 class CancelFrame(_ClientFrame, tag="cancel"):
@@ -49,7 +51,7 @@ class CancelFrame(_ClientFrame, tag="cancel"):
 
 class ResumeFrame(_ClientFrame, tag="resume"):
     run_id: str
-    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
 
 
 class PingFrame(_ClientFrame, tag="ping"):
@@ -95,12 +97,14 @@ class _Session:
 
     async def send(self, frames: list[bytes]) -> None:
         # No lock: each send is whole frames, and each run has one forwarder, so a run's
-        # frames stay in order while several runs share the socket.
-        if self._one_send_per_batch:
-            await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
-            return
-        for frame in frames:
-            await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+        # frames stay in order while several runs share the socket. A client that takes no
+        # bytes for the send timeout is dropped (what it does not read piles up in memory).
+        async with asyncio.timeout(self.runs.limits.send_timeout_s):
+            if self._one_send_per_batch:
+                await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
+                return
+            for frame in frames:
+                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
 
     async def error(self, code: str, message: str, run_id: str | None = None) -> None:
         await self.send([_encode(ErrorFrame(code=code, message=message, run_id=run_id))])
@@ -130,10 +134,18 @@ class _Session:
         except msgspec.DecodeError as exc:
             await self.error("invalid_frame", f"Invalid frame: {exc}")
             return
+        except (UnicodeDecodeError, RecursionError) as exc:  # bytes that are not UTF-8; too deep
+            reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
+            await self.error("invalid_frame", f"Invalid frame: {reason}")
+            return
         try:
             if isinstance(frame, ChatFrame):
-                run = await self.runs.start(self.user, frame.message, frame.conversation_id)
-                self.forward(self.runs.subscribe(run, on_leave="continue", idle=False))
+                try:
+                    run = await self.runs.start(self.user, frame.message, frame.conversation_id,
+                                                client_message_id=frame.client_message_id)
+                    self.forward(self.runs.subscribe(run, on_leave="continue", idle=False))
+                except AlreadyStarted as sent:
+                    self.forward(await self.runs.follow(self.user, sent.run_id, idle=False))
             elif isinstance(frame, CancelFrame):
                 await self.runs.cancel(self.user, frame.run_id)
             elif isinstance(frame, ResumeFrame):
@@ -155,14 +167,20 @@ class _Session:
         if previous is not None:
             previous.cancel()
         task = asyncio.create_task(self._forward(subscription))
+        # Cancelled before its first step, the task never runs its finally: close it here too.
+        task.add_done_callback(lambda _: asyncio.ensure_future(subscription.aclose()))
         self._forwarders[run_id] = task
         task.add_done_callback(lambda t: self._forwarders.get(run_id) is t and self._forwarders.pop(run_id))
 
     async def _forward(self, subscription: Subscription) -> None:
         try:
-            with contextlib.suppress(OSError):  # the socket went away; the run goes on
-                async for batch in subscription:
-                    await self.send(batch)
+            async for batch in subscription:
+                await self.send(batch)
+        except OSError:
+            pass  # the socket went away; the run goes on
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await self.socket.close(code=TRY_AGAIN_LATER, reason="The client stopped reading.")
         finally:
             await subscription.aclose()
 

@@ -1,13 +1,18 @@
-"""The in-memory log of one active run.
+"""The in-memory log of one active run: the events the store has committed, in order.
 
-Every event is encoded once; each reader keeps its own cursor into the shared list, so a
-slow reader lags but loses nothing, and readers cost no queue each.
+Only committed events are appended (the run keeps the rest until the group commit lands), so
+a reader never sees what a crash could lose. Every event is encoded once; each reader keeps
+its own cursor into the shared list, so a slow reader lags but loses nothing, and readers
+cost no queue each. A batch holds at most ``MAX_BATCH`` events: a reader that fell far behind
+catches up in bounded pieces, not one frame the size of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+
+MAX_BATCH = 256
 
 
 class RunLog:
@@ -20,9 +25,13 @@ class RunLog:
         return len(self._events)
 
     def append(self, event: bytes, *, last: bool = False) -> None:
+        self.extend((event,), last=last)
+
+    def extend(self, events: Iterable[bytes], *, last: bool = False) -> None:
+        """Append events (woken readers get them as one batch); ``last`` closes the log."""
         if self._closed:
             raise RuntimeError("append to a closed run log")
-        self._events.append(event)
+        self._events.extend(events)
         self._closed = last
         if self._waiting:
             waiting, self._waiting = self._waiting, []
@@ -59,7 +68,7 @@ class RunLog:
         try:
             while True:
                 if cursor < len(self._events):
-                    batch = self._events[cursor:]
+                    batch = self._events[cursor:cursor + MAX_BATCH]
                     cursor += len(batch)
                     yield batch
                     continue

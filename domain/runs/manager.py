@@ -1,8 +1,8 @@
 """The run manager: start a run, subscribe to it, cancel it, close; and its background loops.
 
-A run lives apart from the connection that started it. Its events go to an in-memory log
-while it runs and to the store in batches (``_flush_forever``), so readers can follow it
-live and resume it after a reconnect or a restart.
+A run lives apart from the connection that started it. Its events go to the store (the group
+commit, ``_commit_forever``) and, once stored, to an in-memory log readers follow live; a
+reader that reconnects, or comes after a restart, resumes from the store.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -18,11 +18,11 @@ from agents import Agent
 from piccolo.engine.base import Engine
 
 from domain import events
-from domain.errors import NotFound, RunActive, RunFinished, ShuttingDown
+from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
 from domain.limits import Limits
 from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.reading import OnLeave, Subscription, stored_batches
-from domain.runs.store import NewRun, RunRecord, RunStore
+from domain.runs.store import AlreadySent, NewRun, RunRecord, RunStore
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 class RunSettings(msgspec.Struct, frozen=True):
     lease_s: float = 15.0
     remote_poll_s: float = 0.1
-    flush_interval_s: float = 0.25
     shutdown_grace_s: float = 5.0
     ping_interval_s: float = 15.0
     tracing: bool = False
@@ -62,17 +61,20 @@ class RunManager:
         self.settings = settings
         self.broker = broker
         self._active: dict[str, ActiveRun] = {}
-        self._saved: dict[str, int] = {}  # run id -> events already in the store
         self._background: list[asyncio.Task[None]] = []
-        self._save_lock = asyncio.Lock()
+        self._unsaved = asyncio.Event()  # some active run has events the store has not
+        self._save_lock = asyncio.Lock()  # one writer of run events at a time: the order holds
+        self._subscriptions: dict[Subscription, str] = {}  # open ones, and whose
+        self._followers: dict[str, int] = {}  # user -> open subscriptions
         self._closed: asyncio.Future[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
+        await self.store.begin_serving(lambda: self._sweep(lease_s=0))
         await self._sweep()
         self._background = [
-            asyncio.create_task(self._flush_forever(), name="run-event-flusher"),
+            asyncio.create_task(self._commit_forever(), name="run-event-commits"),
             asyncio.create_task(self._keep_leases_forever(), name="run-leases"),
         ]
         if self.broker is not None:
@@ -90,21 +92,32 @@ class RunManager:
         for run in runs:
             run.stop("interrupted")
         if runs:
-            # A run's task ends once its outcome is saved.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.shutdown_grace_s
+            # A run's task ends once its outcome is stored; its readers end once they sent its
+            # done: only then may the server close their connections.
             await asyncio.wait([run.task for run in runs], timeout=self.settings.shutdown_grace_s)
+            while any(s.local for s in self._subscriptions) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.end_serving()
 
     # -- commands ---------------------------------------------------------------------------
 
     async def start(
-        self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None
+        self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None,
+        client_message_id: str | None = None,
     ) -> ActiveRun:
         """Start a reply to ``message``, or with ``again`` (a user message id) answer that
-        earlier message anew, dropping what followed it."""
+        earlier message anew, dropping what followed it.
+
+        A send that carries a ``client_message_id`` the user sent before is a retry: it gets
+        the run that id started, when that runs here, or ``AlreadyStarted`` naming it."""
         if again is None:
             self.limits.check_message(message)
+        self._check_followers(user_id)
         if self._closed is not None:
             raise ShuttingDown("The server is shutting down; try again in a moment.")
         if conversation_id is not None:
@@ -112,10 +125,15 @@ class RunManager:
             if busy is not None and busy.user_id == user_id:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
         begin = asyncio.ensure_future(self.store.begin_run(
-            user_id, message, conversation_id, self.limits, again=again
+            user_id, message, conversation_id, self.limits, self.agent.name, again=again,
+            client_message_id=client_message_id,
         ))
         try:
             new = await asyncio.shield(begin)
+        except AlreadySent as sent:
+            if (run := self._active.get(sent.record.id)) is not None:
+                return run
+            raise AlreadyStarted(sent.record.id, sent.record.conversation_id) from None
         except asyncio.CancelledError:
             # The caller left mid-request (a client hung up): that is Stop. Once the run is
             # written, launch it stopped, so it still ends with done and leaves no "running" row.
@@ -128,9 +146,8 @@ class RunManager:
         return self._launch(new, user_id, message if new.created_conversation else None)
 
     def _launch(self, new: NewRun, user_id: str, first_message: str | None = None) -> ActiveRun:
-        run = ActiveRun(new, user_id, self.agent.name)
+        run = ActiveRun(new, user_id, self._unsaved.set)
         self._active[run.id] = run
-        self._saved[run.id] = 0
         # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
         run.launch(self._execute(run, history), name=f"run-{run.id}")
@@ -150,15 +167,18 @@ class RunManager:
         await self.broker.request_cancel(run_id)
 
     def subscribe(self, run: ActiveRun, after: int = 0, *, on_leave: OnLeave, idle: bool = True) -> Subscription:
-        """Follow a run started here (by this caller) from ``after`` on."""
+        """Follow a run started here (by this caller) from ``after`` on; ``start`` counted it
+        against the user's followers already."""
         stop = (lambda: run.stop("cancelled")) if on_leave == "stop" else None
         idle_s = self.settings.ping_interval_s if idle else None
-        return Subscription(run.id, after, run.log.read(after, idle_s), stop)
+        return self._count(run.user_id, Subscription(run.id, after, run.log.read(after, idle_s), stop,
+                                                     self._release, local=True))
 
     async def follow(self, user_id: str, run_id: str, after: int = 0, *, idle: bool = True) -> Subscription:
         """Follow any run of the user's, live or finished, here or elsewhere; leaving never
         stops it. ``NotFound`` for another user's run."""
         after = max(after, 0)
+        self._check_followers(user_id)
         run = self._active.get(run_id)
         if run is not None and run.user_id == user_id:
             return self.subscribe(run, after, on_leave="continue", idle=idle)
@@ -166,12 +186,47 @@ class RunManager:
         # Running elsewhere: follow it through the store until its done arrives.
         poll_s = self.settings.remote_poll_s if record.status == "running" else None
         idle_s = self.settings.ping_interval_s if idle else None
-        return Subscription(run_id, after, stored_batches(self.store, run_id, after, idle_s, poll_s))
+        return self._count(user_id, Subscription(run_id, after, stored_batches(self.store, run_id, after, idle_s, poll_s),
+                                                 released=self._release))
+
+    def _check_followers(self, user_id: str) -> None:
+        """Each subscription holds a connection and a reader: a user has a bounded number."""
+        if self._followers.get(user_id, 0) >= self.limits.followers_per_user:
+            raise LimitExceeded(
+                f"You follow {self.limits.followers_per_user} replies at once already; close one first.",
+                retry_after_s=5,
+            )
+
+    def _count(self, user_id: str, subscription: Subscription) -> Subscription:
+        self._subscriptions[subscription] = user_id
+        self._followers[user_id] = self._followers.get(user_id, 0) + 1
+        return subscription
+
+    def _release(self, subscription: Subscription) -> None:
+        user_id = self._subscriptions.pop(subscription, None)
+        if user_id is not None:
+            if (left := self._followers[user_id] - 1) > 0:
+                self._followers[user_id] = left
+            else:
+                del self._followers[user_id]
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """False: the user has no such conversation; ``RunActive`` while a reply runs in it."""
+        return await self.store.delete_conversation(user_id, conversation_id)
 
     async def reply(self, run: ActiveRun) -> RunReply:
         """The whole reply, once the run has finished."""
         await run.finished.wait()
         return run.reply()
+
+    async def stored_reply(self, user_id: str, run_id: str) -> RunReply:
+        """The whole reply of any run of the user's, read from its events once it ends."""
+        subscription = await self.follow(user_id, run_id, idle=False)
+        try:
+            payloads = [payload async for batch in subscription for payload in batch]
+        finally:
+            await subscription.aclose()
+        return RunReply.of(map(events.decode, payloads))
 
     async def _owned(self, user_id: str, run_id: str) -> RunRecord:
         record = await self.store.get_run(user_id, run_id)
@@ -184,33 +239,42 @@ class RunManager:
     async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None) -> None:
         context = TodoContext(user_id=run.user_id, db=self.db)
         done = await run.execute(self.agent, context, self.limits, self.settings.tracing, history)
-        # Saved before it is sent: a client that sees ``done`` and reloads finds the whole run.
-        # A second cancel (shutdown) must not lose the outcome, so saving goes on regardless.
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(asyncio.ensure_future(self._persist(run, done)))
-        finally:
-            run.close(done)
+        # Stored before it is shown: a client that sees ``done`` and reloads finds the whole run,
+        # and the outcome it was told is the one stored. A second cancel (shutdown) must not
+        # lose the outcome, so saving goes on regardless.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(asyncio.ensure_future(self._finish(run, done)))
 
-    async def _persist(self, run: ActiveRun, done: bytes) -> None:
-        try:
-            async with self._save_lock:
-                saved = self._saved[run.id]
-                unsaved = [*run.log.since(saved), done]
-                await self.store.finish_run(run.outcome(), (run.id, saved + 1, unsaved))
-        except Exception:
-            logger.exception("could not save run %s", run.id)
-        finally:
-            self._active.pop(run.id, None)
-            self._saved.pop(run.id, None)
+    async def _finish(self, run: ActiveRun, done: bytes) -> None:
+        async with self._save_lock:
+            first, unsaved = run.take_unsaved()
+            last = [*unsaved, done]
+            await self._until_stored(f"the outcome of run {run.id}",
+                                     lambda: self.store.finish_run(run.outcome(), (run.id, first, last)))
+        self._active.pop(run.id, None)
+        run.close(last)
+
+    async def _until_stored(self, what: str, save: Callable[[], Awaitable[None]]) -> None:
+        """Retried with backoff until it lands: what is not stored is never shown."""
+        pause = 0.05
+        while True:
+            try:
+                await save()
+                return
+            except Exception:
+                logger.exception("could not store %s; retrying in %.2f s", what, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     # -- background loops -------------------------------------------------------------------
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, lease_s: float | None = None) -> None:
         """Close runs a dead instance left ``running``: their partial text saved from the
         stored events, and the ``done`` a resuming client waits for appended."""
         closed = 0
-        for record in await self.store.stale_runs(self.settings.lease_s):
+        for record in await self.store.stale_runs(self.settings.lease_s if lease_s is None else lease_s):
+            if record.id in self._active:
+                continue  # ours: its lease lapsed while the database was away
             # Claim it first: several instances may sweep the same dead instance's runs.
             if not await self.store.claim_run(record.id, "interrupted"):
                 continue
@@ -245,25 +309,20 @@ class RunManager:
                 logger.exception("the cancel subscription failed; subscribing again")
                 await asyncio.sleep(1)
 
-    async def _flush_forever(self) -> None:
-        """Save pending events of every active run in one batch, off the streaming path."""
+    async def _commit_forever(self) -> None:
+        """The group commit: every run's pending events in one transaction, as soon as the
+        previous commit ends, then shown to readers. Under load one commit carries many
+        runs' events; idle, an event costs one small transaction."""
         while True:
-            await asyncio.sleep(self.settings.flush_interval_s)
+            await self._unsaved.wait()
+            self._unsaved.clear()
             async with self._save_lock:
-                batches = []
-                for run in list(self._active.values()):
-                    saved = self._saved[run.id]
-                    if len(run.log) == saved:
-                        continue
-                    pending = run.log.since(saved)
-                    batches.append((run.id, saved + 1, pending))
-                    self._saved[run.id] = saved + len(pending)
+                taken = [(run, *run.take_unsaved()) for run in list(self._active.values())]
+                batches = [(run.id, first, unsaved) for run, first, unsaved in taken if unsaved]
                 if not batches:
                     continue
-                try:
-                    await self.store.save_events(batches)
-                except Exception:
-                    logger.exception("could not save run events; they stay in memory until the run ends")
-                    for run_id, first, _ in batches:
-                        if run_id in self._saved:
-                            self._saved[run_id] = min(self._saved[run_id], first - 1)
+                await self._until_stored(f"the events of {len(batches)} run(s)",
+                                         lambda: self.store.save_events(batches))
+                for run, _, unsaved in taken:
+                    if unsaved:
+                        run.log.extend(unsaved)

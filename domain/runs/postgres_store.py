@@ -5,10 +5,25 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
+
 from domain.runs.store import SQLRunStore
 
 
 class PostgresRunStore(SQLRunStore):
+    UNREACHABLE = (
+        OSError,  # refused, reset, timed out: the server is not there
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,  # starting up or shutting down
+        asyncpg.InterfaceError,  # a pool connection that went away mid-query
+        asyncpg.TooManyConnectionsError,
+    )
+    LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+    FOR_UPDATE = " FOR UPDATE"
+
+    def _is_conflict(self, error: Exception) -> bool:
+        return isinstance(error, asyncpg.UniqueViolationError)
+
     async def _execute(self, connection: Any, sql: str, *args: object) -> None:
         await connection.execute(sql, *args)
 

@@ -17,16 +17,21 @@ from domain import events
 from domain.runs.store import RunStore
 
 OnLeave = Literal["stop", "continue"]
+STORED_PAGE_ROWS = 64  # rows of run_event a resume reads at a time (a row: a commit's events)
 
 
 class Subscription:
     def __init__(self, run_id: str, after: int, batches: AsyncIterator[list[bytes]],
-                 stop: Callable[[], None] | None = None):
+                 stop: Callable[[], None] | None = None, released: Callable[[Subscription], None] | None = None,
+                 *, local: bool = False):
         self.run_id = run_id
         self.first_seq = after + 1  # of the first event it yields
+        self.local = local  # reads a run executing in this process
         self._batches = batches
         self._stop = stop  # what leaving early means; None: nothing
+        self._released = released  # told once, when the subscription is closed
         self._ended = False
+        self._closed = False
         self._turn = False
 
     def __aiter__(self) -> Subscription:
@@ -45,10 +50,15 @@ class Subscription:
             raise
 
     async def aclose(self) -> None:
-        """Leave: before the end with ``on_leave="stop"``, that is Stop."""
+        """Leave: before the end with ``on_leave="stop"``, that is Stop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if not self._ended and self._stop is not None:
             self._stop()
         self._ended = True
+        if self._released is not None:
+            self._released(self)
         await self._batches.aclose()  # type: ignore[attr-defined]
 
 
@@ -58,13 +68,15 @@ async def stored_batches(store: RunStore, run_id: str, after: int, idle_s: float
     (``poll_s`` set), what arrives, until its ``done``."""
     cursor, quiet = after, 0.0
     while True:
-        stored = await store.event_payloads(run_id, cursor)
+        # In pages: a resume of a long run never holds the whole run in memory.
+        stored = await store.event_payloads(run_id, cursor, rows=STORED_PAGE_ROWS)
         if stored:
             cursor += len(stored)
             quiet = 0.0
             yield stored
             if events.is_done(stored[-1]):
                 return
+            continue
         if poll_s is None:
             return
         await asyncio.sleep(poll_s)

@@ -12,16 +12,17 @@ server's ≈ 22 per streamed event was the insert alone). Reads go through Picco
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import msgspec
 from piccolo.engine.base import Engine
 
+from domain import events
 from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, parse_id
-from domain.errors import InvalidInput, NotFound, RunActive
+from domain.errors import DatabaseUnavailable, InvalidInput, NotFound, RunActive
 from domain.events import RunStatus
 from domain.limits import PER_MINUTE, Limits
 from domain.tables import CONVERSATION_TABLE, MESSAGE_TABLE, RUN_EVENT_TABLE, RUN_TABLE, Run, RunEvent
@@ -44,6 +45,7 @@ class NewRun(msgspec.Struct, frozen=True):
     created_conversation: bool
     title: str | None
     user_message: MessageView  # the message it answers
+    start: bytes  # the run's first event, stored with it
 
 
 class FinishedRun(msgspec.Struct, frozen=True):
@@ -58,17 +60,27 @@ class FinishedRun(msgspec.Struct, frozen=True):
     error_code: str | None = None
 
 
+class AlreadySent(Exception):
+    """``begin_run`` found the run a client's message id already started."""
+
+    def __init__(self, record: RunRecord):
+        super().__init__(record.id)
+        self.record = record
+
+
 EventBatch = tuple[str, int, Sequence[bytes]]
 """(run id, seq of the first event, the events' payloads)."""
 
 
 class RunStore(Protocol):
     async def begin_run(
-        self, user_id: str, message: str, conversation_id: str | None, limits: Limits,
-        *, again: str | None = None,
+        self, user_id: str, message: str, conversation_id: str | None, limits: Limits, agent: str,
+        *, again: str | None = None, client_message_id: str | None = None,
     ) -> NewRun:
-        """The user's message and a running run, in one transaction; nothing on refusal.
-        With ``again`` (an earlier user message's id) what followed it is dropped instead."""
+        """The user's message, a running run and its ``start`` event, in one transaction;
+        nothing on refusal. With ``again`` (an earlier user message's id) what followed that
+        message is dropped instead. ``AlreadySent`` when the user's ``client_message_id``
+        started a run before."""
 
     async def save_events(self, batches: Sequence[EventBatch]) -> None:
         """Append events of several runs, in one transaction."""
@@ -76,15 +88,27 @@ class RunStore(Protocol):
     async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
         """The outcome, its messages and the events not saved yet, atomically."""
 
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Delete the user's conversation with its messages, runs and events; False when the
+        user has no such conversation; ``RunActive`` while a reply runs in it."""
+
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         """Mark a running run ``status``; False when another instance got there first."""
 
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None: ...
 
-    async def event_payloads(self, run_id: str, after: int = 0) -> list[bytes]:
-        """The stored events with seq > ``after``, in order."""
+    async def event_payloads(self, run_id: str, after: int = 0, rows: int | None = None) -> list[bytes]:
+        """The stored events with seq > ``after``, in order; with ``rows``, only those of the
+        first that many rows (a page)."""
 
     async def renew_leases(self, run_ids: Sequence[str]) -> None: ...
+
+    async def begin_serving(self, close_dead_runs: Callable[[], Awaitable[None]]) -> None:
+        """This process serves the database until ``end_serving``. Where the store can know no
+        other process serves it, every run still ``running`` was left by a dead one:
+        ``close_dead_runs`` runs then, before any other process can start one."""
+
+    async def end_serving(self) -> None: ...
 
     async def stale_runs(self, lease_s: float) -> list[RunRecord]:
         """Runs still ``running`` whose instance stopped renewing their lease."""
@@ -107,6 +131,7 @@ LIMIT_COUNTS = (
     f"(SELECT MIN(created_at) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS oldest"
 )
 _CONVERSATION_TITLE = f"SELECT title FROM {CONVERSATION_TABLE} WHERE id = $1 AND user_id = $2"
+_DELETE_CONVERSATION = f"DELETE FROM {CONVERSATION_TABLE} WHERE id = $1"
 _RUNNING_IN = f"SELECT 1 FROM {RUN_TABLE} WHERE conversation = $1 AND status = 'running' LIMIT 1"
 _TOUCH_CONVERSATION = f"UPDATE {CONVERSATION_TABLE} SET updated_at = $1 WHERE id = $2"
 _INSERT_CONVERSATION = (
@@ -116,8 +141,12 @@ _MESSAGE_COLUMNS = "id, conversation, run_id, role, content, tool, status, feedb
 _INSERT_MESSAGE = f"INSERT INTO {MESSAGE_TABLE} ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _INSERT_RUN = (
     f"INSERT INTO {RUN_TABLE} (id, conversation, user_id, status, message_id, input_tokens, output_tokens, "
-    "error_code, created_at, finished_at, heartbeat_at) "
-    "VALUES ($1, $2, $3, 'running', $4, 0, 0, NULL, $5, NULL, $5)"
+    "error_code, created_at, finished_at, heartbeat_at, client_message_id) "
+    "VALUES ($1, $2, $3, 'running', $4, 0, 0, NULL, $5, NULL, $5, $6)"
+)
+_RUN_OF_CLIENT_MESSAGE = (
+    f"SELECT id, conversation, user_id, status, message_id FROM {RUN_TABLE} "
+    "WHERE user_id = $1 AND client_message_id = $2"
 )
 _MESSAGE_TO_ANSWER = (
     f"SELECT role, content, status, created_at, feedback FROM {MESSAGE_TABLE} WHERE id = $1 AND conversation = $2"
@@ -146,7 +175,18 @@ def _record(row: dict[str, Any]) -> RunRecord:
 
 
 class SQLRunStore:
-    """The store's logic over four driver primitives a subclass provides."""
+    """The store's logic over four driver primitives a subclass provides.
+
+    Admission is decided inside the writing transaction and holds under concurrency on both
+    engines: SQLite runs one writer at a time (every transaction begins IMMEDIATE), and on
+    PostgreSQL a user's starts take turns on an advisory lock (exact limits) and a start and
+    a delete of one conversation take turns on its row (``FOR UPDATE``), so the later of two
+    sees what the earlier did. A unique index admits one running run per conversation.
+    """
+
+    UNREACHABLE: tuple[type[BaseException], ...] = (OSError,)  # the database is not there
+    LOCK_USER: str | None = None  # a statement that makes one user's admissions take turns
+    FOR_UPDATE = ""  # what locks a selected row until the transaction ends
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -169,22 +209,43 @@ class SQLRunStore:
     def _timestamp(self, value: Any) -> datetime:
         return value
 
+    def _is_conflict(self, error: Exception) -> bool:
+        """A unique index refused the row."""
+        return False
+
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
         # Piccolo's transaction: on SQLite the engine begins it IMMEDIATE and queues it
         # behind this process's other writers (domain/sqlite_engine.py).
-        async with self.engine.transaction() as transaction:
-            yield transaction.connection
+        with self._reachable():
+            async with self.engine.transaction() as transaction:
+                yield transaction.connection
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A database that cannot be reached becomes ``DatabaseUnavailable`` (a 503 on HTTP, an
+        error frame on a socket that stays open), never a driver's exception."""
+        try:
+            yield
+        except self.UNREACHABLE as error:
+            raise DatabaseUnavailable() from error
 
     # -- the store --------------------------------------------------------------------------
 
     async def begin_run(
-        self, user_id: str, message: str, conversation_id: str | None, limits: Limits,
-        *, again: str | None = None,
+        self, user_id: str, message: str, conversation_id: str | None, limits: Limits, agent: str,
+        *, again: str | None = None, client_message_id: str | None = None,
     ) -> NewRun:
         started = now()
         run_id, message_id = uuid.uuid4(), uuid.uuid4()
         async with self._transaction() as connection:
+            if self.LOCK_USER:
+                await self._fetch_row(connection, self.LOCK_USER, user_id)
+            if client_message_id is not None:
+                sent = await self._fetch_row(connection, _RUN_OF_CLIENT_MESSAGE, user_id, client_message_id)
+                if sent:  # a retry: no limits counted, nothing written
+                    raise AlreadySent(RunRecord(id=str(sent[0]), conversation_id=str(sent[1]), user_id=sent[2],
+                                                status=sent[3], message_id=sent[4]))
             # Counted in the database, inside the write, so the limits hold across instances.
             active, recent, oldest = await self._fetch_row(
                 connection, LIMIT_COUNTS, user_id, started - PER_MINUTE
@@ -195,7 +256,7 @@ class SQLRunStore:
                 await self._execute(connection, _INSERT_CONVERSATION, key, user_id, title, started, started)
             else:
                 key = parse_id(conversation_id)
-                row = key and await self._fetch_row(connection, _CONVERSATION_TITLE, key, user_id)
+                row = key and await self._fetch_row(connection, _CONVERSATION_TITLE + self.FOR_UPDATE, key, user_id)
                 if not row:
                     raise NotFound("No such conversation.")
                 title = row[0]
@@ -209,10 +270,20 @@ class SQLRunStore:
                                     message, None, "completed", None, started)
             else:
                 said = await self._answer_again(connection, key, again, str(run_id))
-            await self._execute(connection, _INSERT_RUN, run_id, key, user_id, str(message_id), started)
+            try:
+                await self._execute(connection, _INSERT_RUN, run_id, key, user_id, str(message_id), started,
+                                    client_message_id)
+            except Exception as error:
+                if self._is_conflict(error):  # another start won the conversation
+                    raise RunActive("A reply is still being written in this conversation; "
+                                    "wait for it or cancel it.") from None
+                raise
+            start = events.encode(events.Start(run_id=str(run_id), seq=1, conversation_id=str(key),
+                                               message_id=str(message_id), agent=agent))
+            await self._executemany(connection, _INSERT_EVENT, [self._event_row(str(run_id), 1, [start])])
         return NewRun(
             run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
-            created_conversation=conversation_id is None, title=title, user_message=said,
+            created_conversation=conversation_id is None, title=title, user_message=said, start=start,
         )
 
     async def _answer_again(self, connection: Any, conversation: uuid.UUID, message_id: str,
@@ -264,9 +335,30 @@ class SQLRunStore:
                                 run.error_code, finished, uuid.UUID(run.run_id))
             await self._execute(connection, _TOUCH_CONVERSATION, finished, key)
 
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        key = parse_id(conversation_id)
+        if key is None:
+            return False
+        async with self._transaction() as connection:
+            # The row first: only the owner learns whether a reply runs in it.
+            if not await self._fetch_row(connection, _CONVERSATION_TITLE + self.FOR_UPDATE, key, user_id):
+                return False
+            if await self._fetch_row(connection, _RUNNING_IN, key):
+                raise RunActive("A reply is still being written in this conversation; cancel it first.")
+            # Messages, runs and run events go with it (ON DELETE CASCADE; foreign keys are
+            # on for every SQLite connection).
+            await self._execute(connection, _DELETE_CONVERSATION, key)
+        return True
+
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         async with self._transaction() as connection:
             return await self._fetch_row(connection, _CLAIM_RUN, status, uuid.UUID(run_id)) is not None
+
+    async def begin_serving(self, close_dead_runs: Callable[[], Awaitable[None]]) -> None:
+        pass  # other processes may serve it too: their runs are judged by their leases
+
+    async def end_serving(self) -> None:
+        pass
 
     async def renew_leases(self, run_ids: Sequence[str]) -> None:
         if run_ids:
@@ -278,20 +370,27 @@ class SQLRunStore:
         key = parse_id(run_id)
         if key is None:
             return None
-        row = await Run.select(*_RUN_COLUMNS).where(Run.id == key, Run.user_id == user_id).first()
+        with self._reachable():
+            row = await Run.select(*_RUN_COLUMNS).where(Run.id == key, Run.user_id == user_id).first()
         return _record(row) if row else None
 
-    async def event_payloads(self, run_id: str, after: int = 0) -> list[bytes]:
+    async def event_payloads(self, run_id: str, after: int = 0, rows: int | None = None) -> list[bytes]:
         key = uuid.UUID(run_id)
         payloads: list[bytes] = []
-        for row in await RunEvent.raw(_EVENTS_FROM, key, key, after + 1):
+        with self._reachable():
+            if rows is None:
+                found = await RunEvent.raw(_EVENTS_FROM, key, key, after + 1)
+            else:
+                found = await RunEvent.raw(_EVENTS_FROM + " LIMIT {}", key, key, after + 1, rows)
+        for row in found:
             lines = row["payload"].encode().split(b"\n")
             payloads += lines[max(after + 1 - row["seq"], 0):]
         return payloads
 
     async def stale_runs(self, lease_s: float) -> list[RunRecord]:
         cutoff = now() - timedelta(seconds=lease_s)
-        rows = await Run.select(*_RUN_COLUMNS).where(
-            Run.status == "running", (Run.heartbeat_at < cutoff) | (Run.heartbeat_at.is_null())
-        )
+        with self._reachable():
+            rows = await Run.select(*_RUN_COLUMNS).where(
+                Run.status == "running", (Run.heartbeat_at < cutoff) | (Run.heartbeat_at.is_null())
+            )
         return [_record(row) for row in rows]
