@@ -116,3 +116,26 @@ def test_deleting_another_users_busy_conversation_is_404(settings):
         while ws.receive_json()["type"] != "done":
             pass
     assert count_rows(settings.database, "conversation") == 1
+
+
+def test_a_model_streaming_a_lone_surrogate_or_a_nul_completes_and_is_stored(client, settings, monkeypatch):
+    """What a provider streams is cleaned once: the reply completes, and saving it cannot fail."""
+    import msgspec
+
+    from domain.offline_model import OfflineModel
+
+    original = OfflineModel.stream_response
+
+    async def garbled(self, *args, **kwargs):
+        async for event in original(self, *args, **kwargs):
+            if event.type == "response.output_text.delta":
+                event = event.model_copy(update={"delta": event.delta + "\ud800\u0000"})
+            yield event
+
+    monkeypatch.setattr(OfflineModel, "stream_response", garbled)
+    reply = client.post("/api/alice/chat", json={"message": "hello"}, headers=auth("alice")).json()
+    assert reply["status"] == "completed" and "\ufffd\ufffd" in reply["response"]
+    assert "\ud800" not in reply["response"] and "\u0000" not in reply["response"]
+    detail = client.get(f"/api/alice/conversations/{reply['conversation_id']}", headers=auth("alice")).json()
+    assert detail["messages"][-1]["content"] == reply["response"]
+    assert msgspec.json.encode(detail)  # everything stored encodes

@@ -17,21 +17,25 @@ from tests.conftest import ServerProcess, Settings, auth, fresh_postgres, token_
 from tests.test_runs import run_status
 
 
+CLIENTS = 10
+
+
 def test_sigterm_gives_every_websocket_client_its_done_before_the_socket_closes(settings):
     slow = msgspec.structs.replace(settings, offline_token_delay_ms=50)
     server = ServerProcess(slow)
-    url = server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
+    def url(user: str) -> str:
+        return server.url.replace("http", "ws") + f"/api/{user}/ws?token={token_for(user)}"
 
     async def client(n: int, started: asyncio.Event, count: list[int]) -> list[dict]:
         seen = []
-        async with websockets.connect(url) as ws:
+        async with websockets.connect(url(f"user{n}")) as ws:
             await ws.send(msgspec.json.encode({"type": "chat", "message": "add " + " ".join(f"w{n}" for _ in range(60))}))
             try:
                 async for frame in ws:
                     seen.append(msgspec.json.decode(frame))
                     if seen[-1]["type"] == "start":
                         count[0] += 1  # this client's reply is running
-                        if count[0] == 4:
+                        if count[0] == CLIENTS:
                             started.set()
             except websockets.ConnectionClosed:
                 pass
@@ -39,7 +43,7 @@ def test_sigterm_gives_every_websocket_client_its_done_before_the_socket_closes(
 
     async def scenario() -> list[list[dict]]:
         started, count = asyncio.Event(), [0]
-        clients = [asyncio.create_task(client(n, started, count)) for n in range(4)]
+        clients = [asyncio.create_task(client(n, started, count)) for n in range(CLIENTS)]
         await asyncio.wait_for(started.wait(), 60)
         await asyncio.sleep(0.3)  # well into the replies
         server.process.send_signal(signal.SIGTERM)

@@ -209,3 +209,15 @@ def test_timestamps_keep_their_order_across_engines(database_url):
 
     messages = with_store(database_url, scenario)
     assert messages[2].created_at - messages[1].created_at == timedelta(microseconds=1)
+
+
+def test_events_are_read_a_page_of_rows_at_a_time(database_url):
+    async def scenario(store: RunStore):
+        new = await store.begin_run("alice", "hi", None, LIMITS, "todo")
+        for n in range(2, 12, 2):  # five rows of two events after the start's row
+            await store.save_events([(new.run_id, n, text_events(new.run_id, n, f"{n}", f"{n + 1}"))])
+        return new, await store.event_payloads(new.run_id, 0, rows=2), await store.event_payloads(new.run_id, 4, rows=2)
+
+    new, first_page, from_five = with_store(database_url, scenario)
+    assert [events.decode(p).seq for p in first_page] == [1, 2, 3]
+    assert [events.decode(p).seq for p in from_five] == [5, 6, 7]
