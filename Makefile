@@ -14,5 +14,10 @@ $(BIN)/.installed: pyproject.toml
 serve: $(BIN)/.installed
 	$(BIN)/chat-server serve
 
-test: $(BIN)/.installed
+# The official Node clients some tests drive (skipped without Node; CI requires them).
+NODE_CLIENTS := tests/node/node_modules/.package-lock.json
+$(NODE_CLIENTS): tests/node/package-lock.json
+	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; fi
+
+test: $(BIN)/.installed $(NODE_CLIENTS)
 	$(BIN)/pytest

@@ -246,3 +246,17 @@ async def set_feedback(
                 Message.conversation == uuid.UUID(conversation_id), Message.id.is_in(keys)
             )
     return True
+
+
+async def last_user_message_id(conversation_id: str) -> str | None:
+    """The newest thing the user said in the conversation (what a regenerate answers again)."""
+    key = parse_id(conversation_id)
+    if key is None:
+        return None
+    row = await (
+        Message.select(Message.id)
+        .where(Message.conversation == key, Message.role == "user")
+        .order_by(Message.created_at, ascending=False)
+        .first()
+    )
+    return str(row["id"]) if row else None

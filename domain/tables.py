@@ -32,6 +32,8 @@ class Conversation(Table, tablename=CONVERSATION_TABLE):
     id = UUID(primary_key=True)
     user_id = Varchar(length=128)
     title = Varchar(length=200, null=True, default=None)
+    # The id a client chose for it (AI SDK chat ids, AG-UI thread ids): unique per user.
+    client_id = Varchar(length=64, null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

@@ -40,7 +40,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 5
+    assert len(SNIPPETS) == 6
 
 
 def test_curl_sse_snippet(server):
@@ -87,3 +87,14 @@ def test_quick_start_commands_are_what_ci_runs():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^serve: ", makefile, re.M) and re.search(r"^test: ", makefile, re.M)
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("make test")
+
+
+def test_ai_sdk_node_snippet(server):
+    from tests.test_ai_sdk import NODE_DIR
+
+    if not (NODE_DIR / "node_modules" / "ai").is_dir():
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("the Node clients are not installed: npm ci --prefix tests/node")
+        pytest.skip("the Node clients need `npm ci --prefix tests/node`")
+    output = run_snippet(*SNIPPETS[5], server)
+    assert '"tool-add_task"' in output and "buy milk" in output

@@ -108,7 +108,7 @@ class RunManager:
 
     async def start(
         self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None,
-        client_message_id: str | None = None,
+        client_message_id: str | None = None, client_conversation_id: str | None = None,
     ) -> ActiveRun:
         """Start a reply to ``message``, or with ``again`` (a user message id) answer that
         earlier message anew, dropping what followed it.
@@ -126,7 +126,7 @@ class RunManager:
                 raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
         begin = asyncio.ensure_future(self.store.begin_run(
             user_id, message, conversation_id, self.limits, self.agent.name, again=again,
-            client_message_id=client_message_id,
+            client_message_id=client_message_id, client_conversation_id=client_conversation_id,
         ))
         try:
             new = await asyncio.shield(begin)
@@ -209,6 +209,18 @@ class RunManager:
                 self._followers[user_id] = left
             else:
                 del self._followers[user_id]
+
+    async def conversation_of_client(self, user_id: str, client_id: str) -> str | None:
+        """The user's conversation a client knows by its own id (an AI SDK chat id)."""
+        return await self.store.conversation_of_client(user_id, client_id)
+
+    async def running_in(self, user_id: str, conversation_id: str) -> str | None:
+        """The id of the user's reply running in the conversation, here or elsewhere."""
+        for run in self._active.values():
+            if run.conversation_id == conversation_id and run.user_id == user_id and not run.finished.is_set():
+                return run.id
+        record = await self.store.running_run(user_id, conversation_id)
+        return record.id if record else None
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
         """False: the user has no such conversation; ``RunActive`` while a reply runs in it."""

@@ -25,7 +25,7 @@ from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, p
 from domain.errors import DatabaseUnavailable, InvalidInput, NotFound, RunActive
 from domain.events import RunStatus
 from domain.limits import PER_MINUTE, Limits
-from domain.tables import CONVERSATION_TABLE, MESSAGE_TABLE, RUN_EVENT_TABLE, RUN_TABLE, Run, RunEvent
+from domain.tables import CONVERSATION_TABLE, MESSAGE_TABLE, RUN_EVENT_TABLE, RUN_TABLE, Conversation, Run, RunEvent
 
 TITLE_CHARS = 60
 
@@ -76,11 +76,13 @@ class RunStore(Protocol):
     async def begin_run(
         self, user_id: str, message: str, conversation_id: str | None, limits: Limits, agent: str,
         *, again: str | None = None, client_message_id: str | None = None,
+        client_conversation_id: str | None = None,
     ) -> NewRun:
         """The user's message, a running run and its ``start`` event, in one transaction;
         nothing on refusal. With ``again`` (an earlier user message's id) what followed that
         message is dropped instead. ``AlreadySent`` when the user's ``client_message_id``
-        started a run before."""
+        started a run before. A new conversation may be known by the client's own id too
+        (``client_conversation_id``)."""
 
     async def save_events(self, batches: Sequence[EventBatch]) -> None:
         """Append events of several runs, in one transaction."""
@@ -91,6 +93,12 @@ class RunStore(Protocol):
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
         """Delete the user's conversation with its messages, runs and events; False when the
         user has no such conversation; ``RunActive`` while a reply runs in it."""
+
+    async def conversation_of_client(self, user_id: str, client_id: str) -> str | None:
+        """The user's conversation a client knows by its own id, if there is one."""
+
+    async def running_run(self, user_id: str, conversation_id: str) -> RunRecord | None:
+        """The user's reply running in the conversation, if there is one."""
 
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         """Mark a running run ``status``; False when another instance got there first."""
@@ -135,8 +143,10 @@ _DELETE_CONVERSATION = f"DELETE FROM {CONVERSATION_TABLE} WHERE id = $1"
 _RUNNING_IN = f"SELECT 1 FROM {RUN_TABLE} WHERE conversation = $1 AND status = 'running' LIMIT 1"
 _TOUCH_CONVERSATION = f"UPDATE {CONVERSATION_TABLE} SET updated_at = $1 WHERE id = $2"
 _INSERT_CONVERSATION = (
-    f"INSERT INTO {CONVERSATION_TABLE} (id, user_id, title, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)"
+    f"INSERT INTO {CONVERSATION_TABLE} (id, user_id, title, created_at, updated_at, client_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
 )
+
 _MESSAGE_COLUMNS = "id, conversation, run_id, role, content, tool, status, feedback, created_at"
 _INSERT_MESSAGE = f"INSERT INTO {MESSAGE_TABLE} ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _INSERT_RUN = (
@@ -235,6 +245,7 @@ class SQLRunStore:
     async def begin_run(
         self, user_id: str, message: str, conversation_id: str | None, limits: Limits, agent: str,
         *, again: str | None = None, client_message_id: str | None = None,
+        client_conversation_id: str | None = None,
     ) -> NewRun:
         started = now()
         run_id, message_id = uuid.uuid4(), uuid.uuid4()
@@ -253,7 +264,14 @@ class SQLRunStore:
             limits.check_runs(active, recent, oldest and self._timestamp(oldest), started)
             if conversation_id is None:
                 key, title = uuid.uuid4(), title_for(message)
-                await self._execute(connection, _INSERT_CONVERSATION, key, user_id, title, started, started)
+                try:
+                    await self._execute(connection, _INSERT_CONVERSATION, key, user_id, title, started, started,
+                                        client_conversation_id)
+                except Exception as error:
+                    if self._is_conflict(error):  # another first message of the same client id won
+                        raise RunActive("A reply is still being written in this conversation; "
+                                        "wait for it or cancel it.") from None
+                    raise
             else:
                 key = parse_id(conversation_id)
                 row = key and await self._fetch_row(connection, _CONVERSATION_TITLE + self.FOR_UPDATE, key, user_id)
@@ -349,6 +367,23 @@ class SQLRunStore:
             # on for every SQLite connection).
             await self._execute(connection, _DELETE_CONVERSATION, key)
         return True
+
+    async def conversation_of_client(self, user_id: str, client_id: str) -> str | None:
+        with self._reachable():
+            row = await Conversation.select(Conversation.id).where(
+                Conversation.user_id == user_id, Conversation.client_id == client_id
+            ).first()
+        return str(row["id"]) if row else None
+
+    async def running_run(self, user_id: str, conversation_id: str) -> RunRecord | None:
+        key = parse_id(conversation_id)
+        if key is None:
+            return None
+        with self._reachable():
+            row = await Run.select(*_RUN_COLUMNS).where(
+                Run.conversation == key, Run.user_id == user_id, Run.status == "running"
+            ).first()
+        return _record(row) if row else None
 
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         async with self._transaction() as connection:

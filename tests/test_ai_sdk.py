@@ -1,0 +1,123 @@
+"""The Vercel AI SDK's own client (``ai`` on npm, pinned in tests/node) as the referee: its
+``DefaultChatTransport`` validates every chunk against the SDK's schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from tests.conftest import auth, count_rows, start_live_server, token_for
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+def node_client(server, user: str, mode: str, chat_id: str, text: str = "") -> dict:
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "ai").is_dir():
+        if os.environ.get("REQUIRE_BROWSER"):  # CI installs the Node clients (npm ci in .ci/run)
+            pytest.fail("the Node clients are not installed: npm ci --prefix tests/node")
+        pytest.skip("the Node clients need `npm ci --prefix tests/node`")
+    done = subprocess.run(
+        ["node", str(NODE_DIR / "ai_sdk_sse.mjs"), server.url, token_for(user), mode, chat_id, text],
+        capture_output=True, text=True, timeout=60, cwd=NODE_DIR,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def server(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5))
+    yield live
+    live.stop()
+
+
+def test_use_chat_sends_and_reads_a_reply_with_a_tool_call(server, settings):
+    result = node_client(server, "alice", "send", "chat-a1b2c3d4e5f6", "add buy milk")
+    assert result["errors"] == []
+    message = result["message"]
+    assert message["role"] == "assistant"
+    kinds = [part["type"] for part in message["parts"]]
+    assert "tool-add_task" in kinds and "text" in kinds
+    tool = next(p for p in message["parts"] if p["type"] == "tool-add_task")
+    assert tool["state"] == "output-available" and tool["input"] == {"title": "buy milk"}
+    text = "".join(p["text"] for p in message["parts"] if p["type"] == "text")
+    assert "buy milk" in text
+    assert message["metadata"]["usage"]["outputTokens"] > 0
+    # The chat id is the client's: the same id continues the same conversation.
+    again = node_client(server, "alice", "send", "chat-a1b2c3d4e5f6", "list my tasks")
+    assert "buy milk" in "".join(p["text"] for p in again["message"]["parts"] if p["type"] == "text")
+    assert count_rows(settings.database, "conversation") == 1
+
+
+def test_chat_ids_are_per_user(server, settings):
+    node_client(server, "alice", "send", "same-id", "add alice's secret")
+    bob = node_client(server, "bob", "send", "same-id", "list my tasks")
+    assert "secret" not in json.dumps(bob["message"])
+    assert count_rows(settings.database, "conversation") == 2
+
+
+def test_regenerate_answers_the_last_message_again(server, settings):
+    node_client(server, "alice", "send", "chat-regen", "hello")
+    again = node_client(server, "alice", "regenerate", "chat-regen")
+    assert again["errors"] == [] and again["message"]["role"] == "assistant"
+    assert count_rows(settings.database, "message", "role = 'user'") == 1
+    assert count_rows(settings.database, "message", "role = 'assistant'") == 1
+
+
+def test_resume_with_nothing_running_is_204_to_the_sdk(server):
+    node_client(server, "alice", "send", "chat-idle", "hello")
+    assert node_client(server, "alice", "resume", "chat-idle") == {"none": True}
+    assert node_client(server, "alice", "resume", "never-seen") == {"none": True}
+
+
+def test_stop_aborts_the_fetch_and_cancels_the_run(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=40))
+    try:
+        result = node_client(live, "alice", "abort", "chat-stop", "add " + " ".join(f"w{n}" for n in range(30)))
+        deadline = time.monotonic() + 10
+        while count_rows(settings.database, "run", "status = 'running'") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        live.stop()
+    assert result["chunks"][0]["type"] == "start" and result["chunks"][-1] == {"aborted": "AbortError"}
+    assert count_rows(settings.database, "run", "status = 'cancelled'") == 1
+
+
+def test_a_resume_replays_the_running_reply_then_follows_it(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=30))
+    try:
+        body = {"id": "chat-resume", "messages": [{"id": "u1", "role": "user", "parts": [
+            {"type": "text", "text": "add " + " ".join(f"w{n}" for n in range(20))}]}], "onDisconnect": "continue"}
+        with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
+            with http.stream("POST", "/api/alice/ai-sdk/chat", json=body) as response:
+                assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+                for line in response.iter_lines():
+                    if '"text-delta"' in line:
+                        break  # the page reloads mid-reply
+        resumed = node_client(live, "alice", "resume", "chat-resume")
+    finally:
+        live.stop()
+    assert resumed["errors"] == []
+    text = "".join(p["text"] for p in resumed["message"]["parts"] if p["type"] == "text")
+    assert "w19" in text
+
+
+@pytest.mark.parametrize("body, status", [
+    (b'{"id": "c", "messages": "no"}', 400),
+    (b'{"id": "", "messages": []}', 400),
+    (b'{"id": "c", "messages": []}', 400),  # no user message
+    (b'{"id": "c", "messages": [], "trigger": "regenerate-message"}', 404),  # nothing to regenerate
+])
+def test_bad_requests_answer_4xx_and_write_nothing(client, settings, body, status):
+    response = client.post("/api/alice/ai-sdk/chat", content=body,
+                           headers={**auth("alice"), "Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert count_rows(settings.database, "run") == 0
