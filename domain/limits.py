@@ -20,6 +20,7 @@ PER_MINUTE = timedelta(minutes=1)
 MAX_USER_ID_CHARS = 128
 MAX_CONVERSATION_TITLE_CHARS = 200
 MAX_TASK_TITLE_CHARS = 500
+MAX_CLIENT_ID_CHARS = 64  # ids a client chooses: a send's, a chat's
 MAX_SEQ = 2**31 - 1  # run_event.seq is a 32-bit integer on PostgreSQL
 
 

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -68,63 +69,63 @@ class _Chunk(msgspec.Struct, tag_field="type", rename="camel", omit_defaults=Tru
     pass
 
 
-class Start(_Chunk, tag="start"):
+class UIStart(_Chunk, tag="start"):
     message_id: str
     message_metadata: dict[str, Any] | None = None
 
 
-class StartStep(_Chunk, tag="start-step"):
+class UIStartStep(_Chunk, tag="start-step"):
     pass
 
 
-class FinishStep(_Chunk, tag="finish-step"):
+class UIFinishStep(_Chunk, tag="finish-step"):
     pass
 
 
-class TextStart(_Chunk, tag="text-start"):
+class UITextStart(_Chunk, tag="text-start"):
     id: str
 
 
-class TextDelta(_Chunk, tag="text-delta"):
+class UITextDelta(_Chunk, tag="text-delta"):
     id: str
     delta: str
 
 
-class TextEnd(_Chunk, tag="text-end"):
+class UITextEnd(_Chunk, tag="text-end"):
     id: str
 
 
-class ToolInputAvailable(_Chunk, tag="tool-input-available"):
+class UIToolInputAvailable(_Chunk, tag="tool-input-available"):
     tool_call_id: str
     tool_name: str
     input: Any
 
 
-class ToolOutputAvailable(_Chunk, tag="tool-output-available"):
+class UIToolOutputAvailable(_Chunk, tag="tool-output-available"):
     tool_call_id: str
     output: Any
 
 
-class ToolOutputError(_Chunk, tag="tool-output-error"):
+class UIToolOutputError(_Chunk, tag="tool-output-error"):
     tool_call_id: str
     error_text: str
 
 
-class ErrorChunk(_Chunk, tag="error"):
+class UIError(_Chunk, tag="error"):
     error_text: str
 
 
-class Finish(_Chunk, tag="finish"):
+class UIFinish(_Chunk, tag="finish"):
     finish_reason: str | None = None
     message_metadata: dict[str, Any] | None = None
 
 
-class Abort(_Chunk, tag="abort"):
+class UIAbort(_Chunk, tag="abort"):
     reason: str | None = None
 
 
-Chunk = (Start | StartStep | FinishStep | TextStart | TextDelta | TextEnd | ToolInputAvailable
-         | ToolOutputAvailable | ToolOutputError | ErrorChunk | Finish | Abort)
+Chunk = (UIStart | UIStartStep | UIFinishStep | UITextStart | UITextDelta | UITextEnd | UIToolInputAvailable
+         | UIToolOutputAvailable | UIToolOutputError | UIError | UIFinish | UIAbort)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -140,44 +141,44 @@ class ChunkTranslator:
         match event:
             case events.Start(run_id=run_id, conversation_id=conversation_id, message_id=message_id):
                 metadata = {"runId": run_id, "conversationId": conversation_id}
-                return [Start(message_id=message_id, message_metadata=metadata), StartStep()]
+                return [UIStart(message_id=message_id, message_metadata=metadata), UIStartStep()]
             case events.Text(content=content, seq=seq):
                 out: list[Chunk] = []
                 if self._text is None:
                     self._text = f"text-{seq}"
-                    out.append(TextStart(id=self._text))
-                out.append(TextDelta(id=self._text, delta=content))
+                    out.append(UITextStart(id=self._text))
+                out.append(UITextDelta(id=self._text, delta=content))
                 return out
             case events.ToolCall(call_id=call_id, name=name, arguments=arguments):
                 self._calls.add(call_id)
-                return [*self._end_text(), ToolInputAvailable(tool_call_id=call_id, tool_name=name, input=arguments)]
+                return [*self._end_text(), UIToolInputAvailable(tool_call_id=call_id, tool_name=name, input=arguments)]
             case events.ToolResult(call_id=call_id, result=result):
                 self._calls.discard(call_id)
-                return [ToolOutputAvailable(tool_call_id=call_id, output=result)]
+                return [UIToolOutputAvailable(tool_call_id=call_id, output=result)]
             case events.Error(message=message):
-                return [*self._end_text(), ErrorChunk(error_text=message)]
+                return [*self._end_text(), UIError(error_text=message)]
             case events.Done(status=status, usage=usage):
                 out = self._end_text()
                 unfinished = unfinished_tool_result(status)["error"]
-                out += [ToolOutputError(tool_call_id=call_id, error_text=unfinished) for call_id in sorted(self._calls)]
+                out += [UIToolOutputError(tool_call_id=call_id, error_text=unfinished) for call_id in sorted(self._calls)]
                 self._calls.clear()
-                out.append(FinishStep())
+                out.append(UIFinishStep())
                 if status == "cancelled":
-                    return [*out, Abort(reason="stopped")]
+                    return [*out, UIAbort(reason="stopped")]
                 if status == "interrupted":
-                    out.append(ErrorChunk(error_text="The server restarted; the reply was cut short."))
+                    out.append(UIError(error_text="The server restarted; the reply was cut short."))
                 metadata = None if usage is None else {
                     "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
                 }
                 reason = {"completed": "stop", "failed": "error", "interrupted": "interrupted"}[status]
-                return [*out, Finish(finish_reason=reason, message_metadata=metadata)]
+                return [*out, UIFinish(finish_reason=reason, message_metadata=metadata)]
         return []
 
     def _end_text(self) -> list[Chunk]:
         if self._text is None:
             return []
         ended, self._text = self._text, None
-        return [TextEnd(id=ended)]
+        return [UITextEnd(id=ended)]
 
 
 async def ui_frames(subscription: Subscription) -> AsyncIterator[bytes]:
@@ -190,6 +191,15 @@ async def ui_frames(subscription: Subscription) -> AsyncIterator[bytes]:
         if chunks:
             yield data_frames(map(_encode, chunks))
     yield DONE_FRAME
+
+
+UI_STREAM_RESPONSE = {
+    200: ResponseSpec(
+        data_container=Chunk, media_type="text/event-stream", generate_examples=False,
+        description="`data: <UI message chunk JSON>` frames (this schema), then `data: [DONE]`.",
+    ),
+}
+NOTHING_RUNNING = ResponseSpec(data_container=None, description="No reply is running in this chat.")
 
 
 def newest_user_text(messages: list[UIMessage]) -> UIMessage:
@@ -209,6 +219,7 @@ class AISDKController(Controller):
         summary="AI SDK: send a message, stream the reply (UI message stream v1)",
         description="What `useChat`'s `DefaultChatTransport` sends. Answers `data: <UI message chunk>` "
         "frames and `data: [DONE]`. Aborting is Stop unless the body says `onDisconnect: continue`.",
+        responses=UI_STREAM_RESPONSE,
         raises=CHAT_ERRORS,
     )
     async def chat(
@@ -238,7 +249,8 @@ class AISDKController(Controller):
         "/{chat_id:str}/stream",
         summary="AI SDK: resume the chat's running reply (what `useChat({resume: true})` calls)",
         description="The running reply replayed from its start, then live; 204 when none runs.",
-        raises=[*AUTH_ERRORS, NotFoundException],
+        responses={**UI_STREAM_RESPONSE, 204: NOTHING_RUNNING},
+        raises=[*AUTH_ERRORS, NotFoundException, ValidationException],
     )
     async def resume(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], chat_id: FromPath[str],

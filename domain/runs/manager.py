@@ -19,7 +19,7 @@ from piccolo.engine.base import Engine
 
 from domain import events
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
-from domain.limits import Limits
+from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
 from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.reading import OnLeave, Subscription, stored_batches
 from domain.runs.store import AlreadySent, NewRun, RunRecord, RunStore
@@ -117,6 +117,10 @@ class RunManager:
         the run that id started, when that runs here, or ``AlreadyStarted`` naming it."""
         if again is None:
             self.limits.check_message(message)
+        if client_message_id is not None:
+            check_text(client_message_id, "client_message_id", "The client message id", MAX_CLIENT_ID_CHARS)
+        if client_conversation_id is not None:
+            check_text(client_conversation_id, "id", "The chat id", MAX_CLIENT_ID_CHARS)
         self._check_followers(user_id)
         if self._closed is not None:
             raise ShuttingDown("The server is shutting down; try again in a moment.")
@@ -212,6 +216,7 @@ class RunManager:
 
     async def conversation_of_client(self, user_id: str, client_id: str) -> str | None:
         """The user's conversation a client knows by its own id (an AI SDK chat id)."""
+        check_text(client_id, "id", "The chat id", MAX_CLIENT_ID_CHARS)
         return await self.store.conversation_of_client(user_id, client_id)
 
     async def running_in(self, user_id: str, conversation_id: str) -> str | None:
