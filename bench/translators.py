@@ -43,6 +43,7 @@ def measure(url: str, pid: int, name: str, replies: int, words: int) -> dict:
         for n in range(replies):
             if name == "ai-sdk":
                 body["id"] = f"c{n}"  # a new chat each time, as the other routes start one
+                body["messages"][0]["id"] = f"u{n}"  # and a new message: the same one again is a retry
             response = http.request(method, target, json=body)
             events += response.content.count(TEXT_MARKER[name])
         spent = cpu_seconds(pid) - before

@@ -121,3 +121,14 @@ def test_bad_requests_answer_4xx_and_write_nothing(client, settings, body, statu
                            headers={**auth("alice"), "Content-Type": "application/json"})
     assert response.status_code == status, response.text
     assert count_rows(settings.database, "run") == 0
+
+
+def test_the_same_message_id_in_two_chats_is_two_sends(client, settings):
+    """useChat's message ids are unique within a chat: a retry is the same id in the same chat."""
+    def send(chat: str) -> str:
+        body = {"id": chat, "messages": [{"id": "msg-1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+        return client.post("/api/alice/ai-sdk/chat", json=body, headers=auth("alice")).text
+
+    first, other, again = send("chat-one"), send("chat-two"), send("chat-one")
+    assert count_rows(settings.database, "run") == 2
+    assert again == first and other != first

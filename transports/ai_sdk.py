@@ -237,7 +237,8 @@ class AISDKController(Controller):
                 text = "".join(part.text or "" for part in message.parts if part.type == "text")
                 run = await runs.start(
                     user, text, conversation, client_conversation_id=None if conversation else data.id,
-                    client_message_id=message.id if 0 < len(message.id) <= 64 else None,
+                    # A UI message id is unique within its chat: scoped by the chat, it names one send.
+                    client_message_id=sent if len(sent := f"{data.id}/{message.id}") <= 64 else None,
                 )
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "stop" else "continue")
         except AlreadyStarted as sent:  # the same UI message sent again: its reply
