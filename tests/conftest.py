@@ -132,6 +132,29 @@ def start_live_server(settings: Settings, port: int = 0) -> LiveServer:
     return LiveServer(url=f"http://127.0.0.1:{port}", settings=settings, server=server, thread=thread)
 
 
+@contextlib.contextmanager
+def serving(app: object, **options: object) -> Iterator[int]:
+    """A bare ASGI app on uvicorn (the server's options, overridable) at 127.0.0.1; its port.
+    log_config=None: uvicorn's records reach the root logger, so caplog sees any traceback."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
+                            **{**UVICORN_OPTIONS, **options})
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started:
+            break
+        assert thread.is_alive(), "uvicorn did not start"
+        threading.Event().wait(0.01)
+    else:
+        raise RuntimeError("uvicorn did not start in 10 s")
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def live_server(settings) -> Iterator[LiveServer]:
     live = start_live_server(settings)

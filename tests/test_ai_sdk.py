@@ -19,11 +19,18 @@ from tests.conftest import auth, count_rows, start_live_server, token_for
 NODE_DIR = Path(__file__).parent / "node"
 
 
-def node_client(server, user: str, mode: str, chat_id: str, text: str = "") -> dict:
+def require_node_clients() -> None:
+    """The SDK's own client runs under Node: `make test` installs it where npm exists; CI
+    (which sets REQUIRE_BROWSER) fails instead of skipping."""
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "ai").is_dir():
-        if os.environ.get("REQUIRE_BROWSER"):  # CI installs the Node clients (npm ci in .ci/run)
+        if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail("the Node clients are not installed: npm ci --prefix tests/node")
-        pytest.skip("the Node clients need `npm ci --prefix tests/node`")
+        pytest.skip("needs Node.js and the pinned AI SDK client (`npm ci --prefix tests/node`), "
+                    "which `make test` installs when npm is on the machine")
+
+
+def node_client(server, user: str, mode: str, chat_id: str, text: str = "") -> dict:
+    require_node_clients()
     done = subprocess.run(
         ["node", str(NODE_DIR / "ai_sdk_sse.mjs"), server.url, token_for(user), mode, chat_id, text],
         capture_output=True, text=True, timeout=60, cwd=NODE_DIR,

@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from litestar import Litestar, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import ResponseHeader
 from litestar.response import Stream
 
-from app.cli import UVICORN_OPTIONS
 from app.request_id import RequestIdMiddleware
+from tests.conftest import serving
 from transports.event_stream import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -113,20 +112,8 @@ def build_app(story: Story) -> Litestar:
 
 @contextlib.contextmanager
 def serve(app: Litestar) -> Iterator[str]:
-    # log_config=None: uvicorn's records reach the root logger, so caplog sees any traceback.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None, **UVICORN_OPTIONS)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

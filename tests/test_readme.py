@@ -90,11 +90,8 @@ def test_quick_start_commands_are_what_ci_runs():
 
 
 def test_ai_sdk_node_snippet(server):
-    from tests.test_ai_sdk import NODE_DIR
+    from tests.test_ai_sdk import require_node_clients
 
-    if not (NODE_DIR / "node_modules" / "ai").is_dir():
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail("the Node clients are not installed: npm ci --prefix tests/node")
-        pytest.skip("the Node clients need `npm ci --prefix tests/node`")
+    require_node_clients()
     output = run_snippet(*SNIPPETS[5], server)
     assert '"tool-add_task"' in output and "buy milk" in output

@@ -10,9 +10,7 @@ import inspect
 import logging
 import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import uvicorn
@@ -21,6 +19,7 @@ from websockets.frames import Frame, Opcode
 
 import app.cli
 import app.uvicorn_batched_websocket as batched
+from tests.conftest import serving
 from transports.asgi_extensions import SEND_TEXTS
 
 SANSIO = "uvicorn.protocols.websockets.websockets_sansio_impl"
@@ -89,22 +88,8 @@ async def echo_app(scope, receive, send) -> None:
     await send({"type": "websocket.close", "code": 1000})
 
 
-@contextlib.contextmanager
-def serve(ws: object) -> Iterator[int]:
-    options = {**app.cli.UVICORN_OPTIONS, "ws": ws}
-    config = uvicorn.Config(echo_app, host="127.0.0.1", port=0, lifespan="off", log_config=None, **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def serve(ws: object) -> contextlib.AbstractContextManager[int]:
+    return serving(echo_app, ws=ws)
 
 
 def frames_from(port: int) -> list[str]:

@@ -31,7 +31,7 @@ from domain.errors import AlreadyStarted, InvalidInput, NotFound
 from domain.runs import RunManager, Subscription, unfinished_tool_result
 from transports.event_stream import EventStream
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
-from transports.sse import PING, SSE_HEADERS, data_frames
+from transports.sse import PING, SSE_HEADERS, data_frames, following
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -243,8 +243,7 @@ class AISDKController(Controller):
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "stop" else "continue")
         except AlreadyStarted as sent:  # the same UI message sent again: its reply
             subscription = await runs.follow(user, sent.run_id)
-        return EventStream(ui_frames(subscription), headers=UI_STREAM_HEADERS, on_close=subscription.aclose,
-                           send_timeout_s=runs.limits.send_timeout_s)
+        return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
@@ -261,5 +260,4 @@ class AISDKController(Controller):
         if not run_id:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
         subscription = await runs.follow(user, run_id)
-        return EventStream(ui_frames(subscription), headers=UI_STREAM_HEADERS, on_close=subscription.aclose,
-                           send_timeout_s=runs.limits.send_timeout_s)
+        return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)

@@ -36,6 +36,14 @@ def id_data_frames(batch: list[bytes], first_seq: int) -> bytes:
     )
 
 
+def following(runs: RunManager, subscription: Subscription, frames: AsyncIterator[bytes],
+              headers: dict[str, str] = SSE_HEADERS) -> EventStream:
+    """A response streaming ``frames`` read from ``subscription``: however it ends, the
+    subscription is closed (Stop, where leaving means that), and a client that reads nothing
+    for the send timeout is let go."""
+    return EventStream(frames, headers=headers, on_close=subscription.aclose, send_timeout_s=runs.limits.send_timeout_s)
+
+
 async def plain_frames(subscription: Subscription) -> AsyncIterator[bytes]:
     async for batch in subscription:
         yield data_frames(batch) if batch else PING
@@ -73,8 +81,7 @@ class SSEController(Controller):
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
         except AlreadyStarted as sent:  # a retried send: its reply from the start
             subscription = await runs.follow(user, sent.run_id)
-        return EventStream(plain_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose,
-                           send_timeout_s=runs.limits.send_timeout_s)
+        return following(runs, subscription, plain_frames(subscription))
 
     @get(
         "/runs/{run_id:str}/events",
@@ -96,5 +103,4 @@ class SSEController(Controller):
     ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
         subscription = await runs.follow(user, run_id, start)
-        return EventStream(resume_frames(subscription), headers=SSE_HEADERS, on_close=subscription.aclose,
-                           send_timeout_s=runs.limits.send_timeout_s)
+        return following(runs, subscription, resume_frames(subscription))

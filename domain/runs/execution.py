@@ -58,26 +58,14 @@ class RunReply(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, stored: Iterable[events.Event]) -> RunReply:
         """The reply a finished run's events tell (a run that ran elsewhere, or before)."""
-        text: list[str] = []
-        calls: dict[str, ToolCallView] = {}
-        start, error, status = None, None, "failed"
-        for event in stored:
-            match event:
-                case events.Start():
-                    start = event
-                case events.Text(content=content):
-                    text.append(content)
-                case events.ToolCall(call_id=call_id, name=name, arguments=arguments):
-                    calls[call_id] = ToolCallView(call_id, name, arguments)
-                case events.ToolResult(call_id=call_id, result=result) if call_id in calls:
-                    calls[call_id] = msgspec.structs.replace(calls[call_id], result=result)
-                case events.Error():
-                    error = event
-                case events.Done(status=done):
-                    status = done
-        assert start is not None, "a stored run begins with its start"
-        return cls(conversation_id=start.conversation_id, run_id=start.run_id, status=status,
-                   response="".join(text), tool_calls=list(calls.values()), error=error)
+        stored = list(stored)
+        start = next(event for event in stored if isinstance(event, events.Start))
+        error = next((event for event in stored if isinstance(event, events.Error)), None)
+        done = next((event for event in reversed(stored) if isinstance(event, events.Done)), None)
+        transcript = Transcript.of(stored)
+        return cls(conversation_id=start.conversation_id, run_id=start.run_id,
+                   status=done.status if done else "failed", response="".join(transcript.text),
+                   tool_calls=transcript.views(), error=error)
 
 
 class Transcript:
@@ -95,6 +83,9 @@ class Transcript:
         at, call = self.tools.get(call_id, (now(), ToolRecord(call_id, "", {})))
         self.tools[call_id] = (at, msgspec.structs.replace(call, result=result))
         return call
+
+    def views(self) -> list[ToolCallView]:
+        return [ToolCallView(t.call_id, t.name, t.arguments, t.result) for _, t in self.tools.values()]
 
     def finished_tools(self, status: DoneStatus) -> list[tuple[datetime, ToolRecord]]:
         return [
@@ -288,9 +279,7 @@ class ActiveRun:
     def reply(self) -> RunReply:
         return RunReply(
             conversation_id=self.conversation_id, run_id=self.id, status=self.status or "failed",
-            response="".join(self.transcript.text),
-            tool_calls=[ToolCallView(t.call_id, t.name, t.arguments, t.result)
-                        for _, t in self.transcript.tools.values()],
+            response="".join(self.transcript.text), tool_calls=self.transcript.views(),
             error=self.error,
         )
 
