@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.static_files import create_static_files_router
 
 from domain.events import Event
+from transports import ai_sdk_ws
 from transports.websocket import ClientFrame, ServerFrame
 
 ASSETS = "/schema-assets"
@@ -24,7 +25,9 @@ A Todo assistant that streams its replies.
 * **Plain SSE**: `POST /api/{user_id}/chat/stream` streams chat events; resume with
   `GET /api/{user_id}/runs/{run_id}/events`.
 * **ChatKit**: `POST /chatkit` speaks the OpenAI ChatKit server protocol.
-* **WebSocket**: `/api/{user_id}/ws`; its frames are documented in the AsyncAPI document at
+* **AI SDK**: `POST /api/{user_id}/ai-sdk/chat` (UI message stream v1) for `useChat`.
+* **WebSocket**: `/api/{user_id}/ws`, and `/api/{user_id}/ai-sdk/ws` for the AI SDK's
+  `WebSocketChatTransport`; their frames are documented in the AsyncAPI document at
   [/schema/asyncapi.json](/schema/asyncapi.json).
 
 Authenticate with `Authorization: Bearer <JWT>` whose `sub` is the user id in the path.
@@ -64,56 +67,70 @@ def explorer_assets() -> Router:
     )
 
 
+class Socket(msgspec.Struct, frozen=True):
+    """One WebSocket endpoint for the AsyncAPI document: what the client sends, what it gets."""
+
+    name: str
+    address: str
+    description: str
+    client: tuple[str, Any]  # a message's name, its type
+    server: tuple[tuple[str, Any], ...]
+
+
+SOCKETS = (
+    Socket(
+        "chat", "/api/{user_id}/ws",
+        "Connect with `?token=<JWT>` (or send an `auth` frame first). Send `chat`, `cancel`, `resume` "
+        "and `ping` frames; receive the chat events of every run (each with `run_id` and `seq`), "
+        "`pong`, and `error` for a refused frame. A bad token closes the socket with code 1008. "
+        "Dropping the socket never cancels a run.",
+        ("clientFrame", ClientFrame), (("event", Event), ("serverFrame", ServerFrame)),
+    ),
+    Socket(
+        "aiSdk", "/api/{user_id}/ai-sdk/ws",
+        "The Vercel AI SDK's `WebSocketChatTransport` protocol. Send `send`, `resume` and `abort` "
+        "(Stop) frames, each with its own `requestId`; receive `start`, `chunk` (a UI message chunk, "
+        "`sequence` from 0 per request), `end`, `error` (a refused request: the socket stays open) and "
+        "`no-active`. Authenticate with `?token=<JWT>` or an `Authorization: Bearer` header in each "
+        "request frame's `headers`. A dropped socket is not Stop: `resume` replays the reply.",
+        ("aiSdkRequest", ai_sdk_ws.Request), (("aiSdkResponse", ai_sdk_ws.Response),),
+    ),
+)
+
+
 def _asyncapi() -> dict[str, Any]:
-    (client, server, event), components = msgspec.json.schema_components(
-        [ClientFrame, ServerFrame, Event], ref_template="#/components/schemas/{name}"
-    )
+    types = [kind for socket in SOCKETS for _, kind in (socket.client, *socket.server)]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    payloads = iter(schemas)
+    channels, operations, messages = {}, {}, {}
+    for socket in SOCKETS:
+        names = [name for name, _ in (socket.client, *socket.server)]
+        for name in names:
+            messages[name] = {"name": name, "contentType": "application/json", "payload": next(payloads)}
+        channels[socket.name] = {
+            "address": socket.address,
+            "description": socket.description,
+            "parameters": {"user_id": {"description": "The user, the `sub` of the token."}},
+            "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
+        }
+        ref = f"#/channels/{socket.name}/messages/"
+        operations[f"{socket.name}Receive"] = {
+            "action": "receive", "channel": {"$ref": f"#/channels/{socket.name}"}, "messages": [{"$ref": ref + names[0]}],
+        }
+        operations[f"{socket.name}Send"] = {
+            "action": "send", "channel": {"$ref": f"#/channels/{socket.name}"},
+            "messages": [{"$ref": ref + name} for name in names[1:]],
+        }
     return {
         "asyncapi": "3.0.0",
         "info": {
-            "title": "Todo chat server: WebSocket protocol",
+            "title": "Todo chat server: WebSocket protocols",
             "version": VERSION,
-            "description": (
-                "Connect to `/api/{user_id}/ws?token=<JWT>` (or send an `auth` frame first). Send "
-                "`chat`, `cancel`, `resume` and `ping` frames; receive the chat events of every run "
-                "(each with `run_id` and `seq`), `pong`, and `error` for a refused frame. A bad token "
-                "closes the socket with code 1008. Dropping the socket never cancels a run."
-            ),
+            "description": "Two sockets: this server's own chat protocol and the AI SDK's WebSocket transport.",
         },
-        "channels": {
-            "chat": {
-                "address": "/api/{user_id}/ws",
-                "parameters": {"user_id": {"description": "The user, the `sub` of the token."}},
-                "messages": {
-                    "clientFrame": {"$ref": "#/components/messages/clientFrame"},
-                    "event": {"$ref": "#/components/messages/event"},
-                    "serverFrame": {"$ref": "#/components/messages/serverFrame"},
-                },
-            }
-        },
-        "operations": {
-            "receiveClientFrames": {
-                "action": "receive",
-                "channel": {"$ref": "#/channels/chat"},
-                "messages": [{"$ref": "#/channels/chat/messages/clientFrame"}],
-            },
-            "sendEvents": {
-                "action": "send",
-                "channel": {"$ref": "#/channels/chat"},
-                "messages": [
-                    {"$ref": "#/channels/chat/messages/event"},
-                    {"$ref": "#/channels/chat/messages/serverFrame"},
-                ],
-            },
-        },
-        "components": {
-            "schemas": components,
-            "messages": {
-                "clientFrame": {"name": "clientFrame", "contentType": "application/json", "payload": client},
-                "event": {"name": "event", "contentType": "application/json", "payload": event},
-                "serverFrame": {"name": "serverFrame", "contentType": "application/json", "payload": server},
-            },
-        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": components, "messages": messages},
     }
 
 

@@ -80,6 +80,10 @@ def test_asyncapi_documents_the_websocket_frames(docs_client):
             "Start", "Text", "Done"} <= schemas.keys()
     assert schemas["CancelFrame"]["required"] == ["type", "run_id"] or "run_id" in schemas["CancelFrame"]["required"]
     assert "/schema/asyncapi.json" in docs_client.get("/schema/openapi.json").json()["info"]["description"]
+    assert document["channels"]["aiSdk"]["address"] == "/api/{user_id}/ai-sdk/ws"
+    assert {"SendRequest", "ResumeRequest", "AbortRequest", "Started", "ChunkFrame", "Ended", "Failed",
+            "NoActive", "UITextDelta"} <= schemas.keys()
+    assert schemas["ChunkFrame"]["required"] == ["type", "requestId", "sequence", "chunk"]
 
 
 def test_every_response_carries_a_request_id(docs_client):

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from playwright.sync_api import Route, expect
 
 from app.settings import ENV_VARS, Settings
 from tests.conftest import JWT_SECRET, start_live_server, token_for
+from tests.test_ai_sdk import require_node_clients
+from tests.test_web_page import browser  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
-SNIPPETS = re.findall(r"```(python|sh) test\n(.*?)```", README, re.S)
+SNIPPETS = re.findall(r"```(python|sh|js|tsx) test\n(.*?)```", README, re.S)
+NODE_DIR = ROOT / "tests" / "node"  # where the snippets' npm packages are installed
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +36,17 @@ def run_snippet(language: str, code: str, server) -> str:
     code = code.replace("http://127.0.0.1:8000", server.url).replace(
         "ws://127.0.0.1:8000", server.url.replace("http://", "ws://")
     )
-    command = [sys.executable, "-c", code] if language == "python" else ["bash", "-euc", code]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+    command = {
+        "python": [sys.executable, "-c", code], "sh": ["bash", "-euc", code], "js": ["node", "--input-type=module", "-e", code],
+    }[language]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=NODE_DIR if language == "js" else ROOT,
                           env={**os.environ, "CHAT_TOKEN": token_for("alice")})
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 6
+    assert len(SNIPPETS) == 7
 
 
 def test_curl_sse_snippet(server):
@@ -89,9 +95,48 @@ def test_quick_start_commands_are_what_ci_runs():
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("make test")
 
 
-def test_ai_sdk_node_snippet(server):
-    from tests.test_ai_sdk import require_node_clients
-
+def test_ai_sdk_websocket_node_snippet(server):
     require_node_clients()
-    output = run_snippet(*SNIPPETS[5], server)
-    assert '"tool-add_task"' in output and "buy milk" in output
+    output = run_snippet(*SNIPPETS[6], server)
+    assert "[tool-add_task]" in output and "buy milk" in output
+
+
+def test_react_use_chat_snippet_in_chromium(server, browser):
+    """The README's component, bundled by esbuild with a two-line mount, chatting in Chromium."""
+    require_node_clients()
+    language, code = SNIPPETS[5]
+    entry = code.replace("http://127.0.0.1:8000", server.url) + (
+        'import { createRoot } from "react-dom/client";\n'
+        'createRoot(document.getElementById("root")!).render(<Chat />);\n'
+    )
+    bundled = subprocess.run(
+        [str(NODE_DIR / "node_modules" / ".bin" / "esbuild"), "--bundle", f"--loader={language}", "--jsx=automatic",
+         "--format=esm", '--define:process.env.NODE_ENV="production"'],
+        input=entry, capture_output=True, text=True, timeout=60, cwd=NODE_DIR,
+    )
+    assert bundled.returncode == 0, bundled.stderr
+    pages = {"index.html": ('<div id="root"></div><script type="module" src="app.js"></script>', "text/html"),
+             "app.js": (bundled.stdout, "text/javascript")}
+
+    def serve_page(route: Route) -> None:
+        body, content_type = pages[route.request.url.rsplit("/", 1)[1]]
+        route.fulfill(body=body, content_type=content_type)
+
+    context = browser.new_context()
+    # The page comes from the server's origin (as an app would), its API calls reach the server.
+    context.route(f"{server.url}/readme-react/*", serve_page)
+    context.add_init_script(f"localStorage.setItem('chatToken', '{token_for('alice')}')")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"{server.url}/readme-react/index.html")
+        page.get_by_label("Message").fill("add buy milk")
+        page.get_by_role("button", name="Send").click()
+        reply = page.locator("p.assistant")
+        expect(reply).to_contain_text("[add_task]", timeout=15_000)
+        expect(reply).to_contain_text("buy milk", timeout=15_000)
+        expect(page.get_by_role("button", name="Send")).to_be_visible(timeout=15_000)  # the reply finished
+    finally:
+        context.close()
+    assert errors == []

@@ -28,7 +28,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from domain import conversations, events
 from domain.errors import AlreadyStarted, InvalidInput, NotFound
-from domain.runs import RunManager, Subscription, unfinished_tool_result
+from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_result
 from transports.event_stream import EventStream
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
 from transports.sse import PING, SSE_HEADERS, data_frames, following
@@ -36,6 +36,7 @@ from transports.sse import PING, SSE_HEADERS, data_frames, following
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE_FRAME = b"data: [DONE]\n\n"
 ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Trigger = Literal["submit-message", "regenerate-message"]
 
 
 # -- what the client sends ---------------------------------------------------------------
@@ -58,7 +59,7 @@ class UIChatRequest(msgspec.Struct, frozen=True, rename="camel"):
 
     id: ClientId
     messages: list[UIMessage]
-    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    trigger: Trigger = "submit-message"
     message_id: str | None = None
     on_disconnect: Literal["stop", "continue"] = "stop"
 
@@ -209,6 +210,39 @@ def newest_user_text(messages: list[UIMessage]) -> UIMessage:
     raise InvalidInput("The request holds no user message.", field="messages")
 
 
+
+async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[UIMessage], trigger: Trigger,
+                      on_leave: OnLeave, *, idle: bool = True) -> Subscription:
+    """The reply a send asks for, followed: the newest user message answered (or, on
+    regenerate, the last one answered again); the same UI message sent twice follows the
+    reply it started."""
+    conversation = await runs.conversation_of_client(user, chat_id)
+    try:
+        if trigger == "regenerate-message":
+            said = conversation and await conversations.last_user_message_id(conversation)
+            if not said:
+                raise NotFound("No such chat.")
+            run = await runs.start(user, "", conversation, again=said)
+        else:
+            message = newest_user_text(messages)
+            text = "".join(part.text or "" for part in message.parts if part.type == "text")
+            run = await runs.start(
+                user, text, conversation, client_conversation_id=None if conversation else chat_id,
+                # A UI message id is unique within its chat: scoped by the chat, it names one send.
+                client_message_id=key if len(key := f"{chat_id}/{message.id}") <= 64 else None,
+            )
+        return runs.subscribe(run, on_leave=on_leave, idle=idle)
+    except AlreadyStarted as sent:
+        return await runs.follow(user, sent.run_id, idle=idle)
+
+
+async def running_reply(runs: RunManager, user: str, chat_id: str, *, idle: bool = True) -> Subscription | None:
+    """The chat's running reply from its start, followed; None when none runs."""
+    conversation = await runs.conversation_of_client(user, chat_id)
+    run_id = conversation and await runs.running_in(user, conversation)
+    return await runs.follow(user, run_id, idle=idle) if run_id else None
+
+
 class AISDKController(Controller):
     path = "/ai-sdk/chat"
     tags = ["ai-sdk"]
@@ -225,24 +259,8 @@ class AISDKController(Controller):
     async def chat(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[UIChatRequest],
     ) -> EventStream:
-        conversation = await runs.conversation_of_client(user, data.id)
-        try:
-            if data.trigger == "regenerate-message":
-                said = conversation and await conversations.last_user_message_id(conversation)
-                if not said:
-                    raise NotFound("No such chat.")
-                run = await runs.start(user, "", conversation, again=said)
-            else:
-                message = newest_user_text(data.messages)
-                text = "".join(part.text or "" for part in message.parts if part.type == "text")
-                run = await runs.start(
-                    user, text, conversation, client_conversation_id=None if conversation else data.id,
-                    # A UI message id is unique within its chat: scoped by the chat, it names one send.
-                    client_message_id=sent if len(sent := f"{data.id}/{message.id}") <= 64 else None,
-                )
-            subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "stop" else "continue")
-        except AlreadyStarted as sent:  # the same UI message sent again: its reply
-            subscription = await runs.follow(user, sent.run_id)
+        on_leave: OnLeave = "stop" if data.on_disconnect == "stop" else "continue"
+        subscription = await start_reply(runs, user, data.id, data.messages, data.trigger, on_leave)
         return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)
 
     @get(
@@ -255,9 +273,7 @@ class AISDKController(Controller):
     async def resume(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], chat_id: FromPath[str],
     ) -> EventStream | Response[None]:
-        conversation = await runs.conversation_of_client(user, chat_id)
-        run_id = conversation and await runs.running_in(user, conversation)
-        if not run_id:
+        subscription = await running_reply(runs, user, chat_id)
+        if subscription is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        subscription = await runs.follow(user, run_id)
         return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)

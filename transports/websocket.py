@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -24,6 +25,7 @@ from domain.runs import RunManager, Subscription
 from transports.asgi_extensions import SEND_TEXTS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -85,8 +87,9 @@ _decode_frame = msgspec.json.Decoder(ClientFrame).decode
 _encode = msgspec.json.Encoder().encode
 
 
-class _Session:
-    """One authenticated socket: its receive loop and one forwarding task per run followed."""
+class SocketSession:
+    """One authenticated socket: its receive loop, its sends, and one forwarding task per
+    stream it follows (a run here; a request on the AI SDK's socket)."""
 
     def __init__(self, socket: WebSocket, user: str, runs: RunManager):
         self.socket = socket
@@ -96,18 +99,15 @@ class _Session:
         self._one_send_per_batch = SEND_TEXTS in (socket.scope.get("extensions") or {})
 
     async def send(self, frames: list[bytes]) -> None:
-        # No lock: each send is whole frames, and each run has one forwarder, so a run's
-        # frames stay in order while several runs share the socket. A client that takes no
-        # bytes for the send timeout is dropped (what it does not read piles up in memory).
+        # No lock: each send is whole frames, and each stream has one forwarder, so a stream's
+        # frames stay in order while several share the socket. A client that takes no bytes
+        # for the send timeout is dropped (what it does not read piles up in memory).
         async with asyncio.timeout(self.runs.limits.send_timeout_s):
             if self._one_send_per_batch:
                 await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
                 return
             for frame in frames:
                 await self.socket.send({"type": "websocket.send", "text": frame.decode()})
-
-    async def error(self, code: str, message: str, run_id: str | None = None) -> None:
-        await self.send([_encode(ErrorFrame(code=code, message=message, run_id=run_id))])
 
     async def serve(self) -> None:
         try:
@@ -124,57 +124,41 @@ class _Session:
                 task.cancel()
 
     async def handle(self, data: str | bytes) -> None:
+        raise NotImplementedError
+
+    def decode(self, decoder: Callable[[str | bytes], T], data: str | bytes) -> T:
+        """A client frame, or ``InvalidFrame`` saying why it is not one."""
         try:
             self.runs.limits.check_frame(len(data.encode() if isinstance(data, str) else data))
+            return decoder(data)
         except ChatError as exc:
-            await self.error(exc.code, exc.message)
-            return
-        try:
-            frame = _decode_frame(data)
+            raise InvalidFrame(exc.code, exc.message) from None
         except msgspec.DecodeError as exc:
-            await self.error("invalid_frame", f"Invalid frame: {exc}")
-            return
+            raise InvalidFrame("invalid_frame", f"Invalid frame: {exc}") from None
         except (UnicodeDecodeError, RecursionError) as exc:  # bytes that are not UTF-8; too deep
             reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
-            await self.error("invalid_frame", f"Invalid frame: {reason}")
-            return
-        try:
-            if isinstance(frame, ChatFrame):
-                try:
-                    run = await self.runs.start(self.user, frame.message, frame.conversation_id,
-                                                client_message_id=frame.client_message_id)
-                    self.forward(self.runs.subscribe(run, on_leave="continue", idle=False))
-                except AlreadyStarted as sent:
-                    self.forward(await self.runs.follow(self.user, sent.run_id, idle=False))
-            elif isinstance(frame, CancelFrame):
-                await self.runs.cancel(self.user, frame.run_id)
-            elif isinstance(frame, ResumeFrame):
-                self.forward(await self.runs.follow(self.user, frame.run_id, frame.after, idle=False))
-            elif isinstance(frame, PingFrame):
-                await self.send([_encode(Pong())])
-            else:
-                await self.error("invalid_frame", "Already authenticated.")
-        except InvalidInput as exc:
-            # Said as msgspec says a frame's invalid field, as every other invalid frame is.
-            await self.error("invalid_frame", f"Invalid frame: {exc.message} - at `$.{exc.field}`")
-        except ChatError as exc:
-            await self.error(exc.code, exc.message, getattr(frame, "run_id", None))
+            raise InvalidFrame("invalid_frame", f"Invalid frame: {reason}") from None
 
-    def forward(self, subscription: Subscription) -> None:
-        """Send a run's events, one task per run followed (a second follow replaces it)."""
-        run_id = subscription.run_id
-        previous = self._forwarders.pop(run_id, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.create_task(self._forward(subscription))
+    def forward(self, key: str, subscription: Subscription, frames: AsyncIterator[list[bytes]]) -> None:
+        """Send ``frames`` read from ``subscription``, one task per key (a second replaces it)."""
+        self.stop_forwarding(key)
+        task = asyncio.create_task(self._forward(subscription, frames))
         # Cancelled before its first step, the task never runs its finally: close it here too.
         task.add_done_callback(lambda _: asyncio.ensure_future(subscription.aclose()))
-        self._forwarders[run_id] = task
-        task.add_done_callback(lambda t: self._forwarders.get(run_id) is t and self._forwarders.pop(run_id))
+        self._forwarders[key] = task
+        task.add_done_callback(lambda t: self._forwarders.get(key) is t and self._forwarders.pop(key))
 
-    async def _forward(self, subscription: Subscription) -> None:
+    def forwarding(self, key: str) -> bool:
+        return key in self._forwarders
+
+    def stop_forwarding(self, key: str) -> None:
+        previous = self._forwarders.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+
+    async def _forward(self, subscription: Subscription, frames: AsyncIterator[list[bytes]]) -> None:
         try:
-            async for batch in subscription:
+            async for batch in frames:
                 await self.send(batch)
         except OSError:
             pass  # the socket went away; the run goes on
@@ -185,25 +169,77 @@ class _Session:
             await subscription.aclose()
 
 
+class InvalidFrame(Exception):
+    def __init__(self, code: str, message: str):
+        self.code = code
+        self.message = message
+
+
+class _Session(SocketSession):
+    """This server's own protocol: chat events of every run followed, each a frame."""
+
+    async def error(self, code: str, message: str, run_id: str | None = None) -> None:
+        await self.send([_encode(ErrorFrame(code=code, message=message, run_id=run_id))])
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            frame = self.decode(_decode_frame, data)
+        except InvalidFrame as exc:
+            await self.error(exc.code, exc.message)
+            return
+        try:
+            if isinstance(frame, ChatFrame):
+                try:
+                    run = await self.runs.start(self.user, frame.message, frame.conversation_id,
+                                                client_message_id=frame.client_message_id)
+                    self.follow(self.runs.subscribe(run, on_leave="continue", idle=False))
+                except AlreadyStarted as sent:
+                    self.follow(await self.runs.follow(self.user, sent.run_id, idle=False))
+            elif isinstance(frame, CancelFrame):
+                await self.runs.cancel(self.user, frame.run_id)
+            elif isinstance(frame, ResumeFrame):
+                self.follow(await self.runs.follow(self.user, frame.run_id, frame.after, idle=False))
+            elif isinstance(frame, PingFrame):
+                await self.send([_encode(Pong())])
+            else:
+                await self.error("invalid_frame", "Already authenticated.")
+        except InvalidInput as exc:
+            # Said as msgspec says a frame's invalid field, as every other invalid frame is.
+            await self.error("invalid_frame", f"Invalid frame: {exc.message} - at `$.{exc.field}`")
+        except ChatError as exc:
+            await self.error(exc.code, exc.message, getattr(frame, "run_id", None))
+
+    def follow(self, subscription: Subscription) -> None:
+        self.forward(subscription.run_id, subscription, subscription)
+
+
 async def _authenticate(socket: WebSocket, authenticator: TokenVerifier, user_id: str) -> bool:
     """Token from ``?token=`` or a first ``auth`` frame; closes with 1008 on failure."""
     token = socket.query_params.get("token")
-    try:
-        if token is None:
+    if token is None:
+        try:
             frame = _decode_frame(await asyncio.wait_for(socket.receive_data(mode="text"), AUTH_TIMEOUT_S))
             if not isinstance(frame, AuthFrame):
                 raise AuthError("Authenticate first: ?token=… or a {\"type\":\"auth\",\"token\":…} frame.")
             token = frame.token
+        except (AuthError, msgspec.DecodeError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, AuthError) else "Authentication required."
+            await socket.close(code=POLICY_VIOLATION, reason=reason)
+            return False
+    return await token_accepted(socket, authenticator, user_id, token)
+
+
+async def token_accepted(socket: WebSocket, authenticator: TokenVerifier, user_id: str, token: str) -> bool:
+    """Whether ``token`` names the path's user; if not, the socket is closed saying why."""
+    try:
         if await authenticator.user_of(token) != user_id:
             raise AuthError("This token belongs to another user.")
         return True
-    except (AuthError, msgspec.DecodeError, TimeoutError) as exc:
-        reason = exc.message if isinstance(exc, AuthError) else "Authentication required."
-        await socket.close(code=POLICY_VIOLATION, reason=reason)
-        return False
+    except AuthError as exc:
+        await socket.close(code=POLICY_VIOLATION, reason=exc.message)
     except KeysUnavailable as exc:
         await socket.close(code=TRY_AGAIN_LATER, reason=exc.message)
-        return False
+    return False
 
 
 @websocket("/ws")
