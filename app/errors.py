@@ -11,6 +11,7 @@ from domain.errors import ChatError, DatabaseUnavailable
 HTTP_STATUS = {
     "database_unavailable": 503,
     "already_started": 409,
+    "already_decided": 409,
     "not_found": 404,
     "run_active": 409,
     "run_finished": 409,

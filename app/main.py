@@ -29,6 +29,7 @@ from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
+from domain.approvals import ApprovalPolicy
 from domain.database import UNREACHABLE, close_database, open_database, run_store
 from domain.errors import ChatError
 from domain.limits import Limits
@@ -114,7 +115,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 broker_name, channels = backend[0], channels_plugin(backend[1])
                 broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
             runs = RunManager(
-                db, run_store(db), todo_agent(model, model_settings), limits, run_settings(settings), broker
+                db, run_store(db), todo_agent(model, model_settings, ApprovalPolicy.parse(settings.tool_approval)),
+                limits, run_settings(settings), broker,
             )
             await runs.open()
             stack.push_async_callback(runs.close)

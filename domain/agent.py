@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agents import Agent, Model, ModelSettings
 
+from domain.approvals import ApprovalPolicy
 from domain.tools import TODO_TOOLS, TodoContext
 
 AGENT_NAME = "Todo Assistant"
@@ -16,8 +17,10 @@ Keep answers short and confirm what you changed.
 """
 
 
-def todo_agent(model: Model, settings: ModelSettings | None = None) -> Agent[TodoContext]:
+def todo_agent(model: Model, settings: ModelSettings | None = None,
+               approvals: ApprovalPolicy = ApprovalPolicy()) -> Agent[TodoContext]:
+    """The assistant; the tools ``approvals`` names wait for the user's yes."""
     return Agent[TodoContext](
-        name=AGENT_NAME, instructions=INSTRUCTIONS, model=model, tools=TODO_TOOLS,
+        name=AGENT_NAME, instructions=INSTRUCTIONS, model=model, tools=approvals.apply(TODO_TOOLS),
         model_settings=settings or ModelSettings(),
     )

@@ -133,7 +133,13 @@ def history_items(messages: list[MessageView]) -> list[dict[str, Any]]:
         if message.role == "user":
             items.append({"role": "user", "content": message.content})
         elif message.role == "assistant" and message.content:
-            items.append({"role": "assistant", "content": message.content})
+            # The whole output-message form, not the short {"role", "content"}: the agents SDK
+            # stores a run's input in its state (approvals) in a form that loses the short one's
+            # type, which its Chat Completions converter then refuses on resume.
+            items.append({
+                "type": "message", "id": f"msg_{message.id.replace('-', '')}", "role": "assistant",
+                "status": "completed", "content": [{"type": "output_text", "text": message.content, "annotations": []}],
+            })
         elif message.role == "hidden":
             items.append({"role": "system", "content": message.content})
         elif message.role == "tool" and message.tool is not None:

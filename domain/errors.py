@@ -33,6 +33,12 @@ class RunFinished(ChatError):
     code = "run_finished"
 
 
+class AlreadyDecided(ChatError):
+    """The tool call's approval was decided already (or declined by a newer message)."""
+
+    code = "already_decided"
+
+
 class AlreadyStarted(ChatError):
     """A retried send: its run exists already (``run_id``), finished or on another instance;
     the transport follows it instead of starting another."""

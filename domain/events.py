@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
-RunStatus = Literal["running", "completed", "cancelled", "failed", "interrupted"]
-DoneStatus = Literal["completed", "cancelled", "failed", "interrupted"]
+RunStatus = Literal["running", "completed", "cancelled", "failed", "interrupted", "awaiting_approval"]
+DoneStatus = Literal["completed", "cancelled", "failed", "interrupted", "awaiting_approval"]
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -50,6 +50,15 @@ class ToolResult(_Event, tag="tool_result"):
     result: Any
 
 
+class ApprovalRequest(_Event, tag="approval_request"):
+    """The model called a tool that needs the user's yes: the run ends ``awaiting_approval``;
+    deciding every such call of the run starts its continuation."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
 class Error(_Event, tag="error"):
     """The run failed; ``message`` is safe to show, details stay in the server log."""
 
@@ -64,7 +73,7 @@ class Done(_Event, tag="done"):
     usage: Usage | None = None
 
 
-Event = Start | Text | ToolCall | ToolResult | Error | Done
+Event = Start | Text | ToolCall | ToolResult | ApprovalRequest | Error | Done
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)

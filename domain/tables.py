@@ -22,6 +22,7 @@ MESSAGE_TABLE = "message"
 TASK_TABLE = "task"
 RUN_TABLE = "run"
 RUN_EVENT_TABLE = "run_event"
+APPROVAL_TABLE = "approval"
 
 
 # A column that leads a composite index (migration 2026-11-25T11) has no index of its own: the
@@ -71,7 +72,7 @@ class Run(Table, tablename=RUN_TABLE):
     id = UUID(primary_key=True)
     conversation = ForeignKey(Conversation, null=False, on_delete=OnDelete.cascade, index=True)
     user_id = Varchar(length=128)
-    status = Varchar(length=16, default="running", index=True)
+    status = Varchar(length=32, default="running", index=True)
     message_id = Varchar(length=36)
     input_tokens = Integer(default=0)
     output_tokens = Integer(default=0)
@@ -83,6 +84,9 @@ class Run(Table, tablename=RUN_TABLE):
     heartbeat_at = Timestamptz(null=True, default=None)
     # The id the client gave the send (unique per user): a retried send finds this run.
     client_message_id = Varchar(length=64, null=True, default=None)  # the sweep finds runs by status
+    # An ``awaiting_approval`` run's agent state (the agents SDK's own serialisation): its
+    # continuation resumes from it, on any instance, after any restart.
+    state = Text(null=True, default=None)
 
 
 class RunEvent(Table, tablename=RUN_EVENT_TABLE):
@@ -95,4 +99,18 @@ class RunEvent(Table, tablename=RUN_EVENT_TABLE):
     payload = Text()
 
 
-TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent)
+class Approval(Table, tablename=APPROVAL_TABLE):
+    """A tool call of an ``awaiting_approval`` run, and the user's decision once made."""
+
+    id = Serial(primary_key=True)
+    run = ForeignKey(Run, null=False, on_delete=OnDelete.cascade)  # leads the unique (run, call_id)
+    call_id = Varchar(length=128)
+    name = Varchar(length=128)
+    arguments = JSON()
+    decision = Varchar(length=16, null=True, default=None)  # approved | rejected
+    reason = Text(null=True, default=None)
+    created_at = Timestamptz()
+    decided_at = Timestamptz(null=True, default=None)
+
+
+TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent, Approval)

@@ -51,10 +51,11 @@ def test_every_api_route_has_a_summary_bearer_auth_and_its_errors(docs_client):
 
 def test_sse_routes_declare_the_event_stream_and_its_event_union(docs_client):
     schema = docs_client.get("/schema/openapi.json").json()
-    for path, method in [("/api/{user_id}/chat/stream", "post"), ("/api/{user_id}/runs/{run_id}/events", "get")]:
+    for path, method in [("/api/{user_id}/chat/stream", "post"), ("/api/{user_id}/runs/{run_id}/events", "get"),
+                         ("/api/{user_id}/runs/{run_id}/approvals", "post")]:
         content = schema["paths"][path][method]["responses"]["200"]["content"]
         refs = {ref["$ref"].rsplit("/", 1)[1] for ref in content["text/event-stream"]["schema"]["oneOf"]}
-        assert refs == {"Start", "Text", "ToolCall", "ToolResult", "Error", "Done"}
+        assert refs == {"Start", "Text", "ToolCall", "ToolResult", "ApprovalRequest", "Error", "Done"}
     components = schema["components"]["schemas"]
     assert components["ToolCall"]["properties"]["type"] == {"type": "string", "enum": ["tool_call"]} or \
         components["ToolCall"]["properties"]["type"].get("const") == "tool_call"

@@ -171,7 +171,8 @@ class ChunkTranslator:
                 metadata = None if usage is None else {
                     "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
                 }
-                reason = {"completed": "stop", "failed": "error", "interrupted": "interrupted"}[status]
+                reason = {"completed": "stop", "failed": "error", "interrupted": "interrupted",
+                          "awaiting_approval": "tool-calls"}[status]
                 return [*out, UIFinish(finish_reason=reason, message_metadata=metadata)]
         return []
 

@@ -1,4 +1,4 @@
-"""The JSON body of ``POST /chat`` and ``POST /chat/stream``.
+"""The JSON bodies of ``POST /chat``, ``POST /chat/stream`` and a run's approvals.
 
 Only its shape is checked here; what a message may hold is the domain's rule
 (``domain/limits.py``), the same on every transport.
@@ -29,3 +29,15 @@ class ChatRequest(msgspec.Struct, frozen=True):
             "answers the reply it started instead of starting another."
         )),
     ] = None
+
+
+class ApprovalDecision(msgspec.Struct, frozen=True):
+    call_id: Annotated[str, msgspec.Meta(description="The `call_id` of the `approval_request` event.")]
+    approve: Annotated[bool, msgspec.Meta(description="`true`: the tool runs; `false`: it does not, the model is told.")]
+    reason: Annotated[
+        str | None, msgspec.Meta(description="Why (told to the model on a rejection).")
+    ] = None
+    on_disconnect: Annotated[
+        OnDisconnect,
+        msgspec.Meta(description="What a dropped stream of the continuation means: `cancel` (Stop) or `continue`."),
+    ] = "cancel"

@@ -4,6 +4,7 @@ handler; these classes only name the statuses for the document."""
 
 from __future__ import annotations
 
+import msgspec
 from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
@@ -49,4 +50,16 @@ RESUME_RESPONSE = {
         generate_examples=False,
         description="Frames `id: <seq>\\ndata: <event JSON>\\n\\n` after the given seq, then live until `done`.",
     )
+}
+
+
+class Waiting(msgspec.Struct, frozen=True):
+    """A decision recorded while other calls of the run still wait for theirs."""
+
+    waiting_for: list[str]
+
+
+APPROVAL_RESPONSE = {
+    **SSE_RESPONSE,
+    202: ResponseSpec(data_container=Waiting, description="Recorded; the continuation starts once these calls are decided."),
 }

@@ -10,17 +10,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
 
+from domain.approvals import Decision
 from domain.errors import AlreadyStarted
 from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
-from transports.chat_body import ChatRequest
+from transports.chat_body import ApprovalDecision, ChatRequest
 from transports.event_stream import EventStream
-from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS, RESUME_RESPONSE, SSE_RESPONSE
+from transports.route_specs import (
+    APPROVAL_RESPONSE,
+    AUTH_ERRORS,
+    CHAT_ERRORS,
+    RESUME_RESPONSE,
+    SSE_RESPONSE,
+    Waiting,
+)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PING = b": ping\n\n"
@@ -81,6 +90,27 @@ class SSEController(Controller):
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
         except AlreadyStarted as sent:  # a retried send: its reply from the start
             subscription = await runs.follow(user, sent.run_id)
+        return following(runs, subscription, plain_frames(subscription))
+
+    @post(
+        "/runs/{run_id:str}/approvals",
+        status_code=200,
+        summary="Approve or reject a tool call the run waits for; stream the continuation (SSE)",
+        description="A run that ended `awaiting_approval` named its calls in `approval_request` events. "
+        "Each is decided once (409 `already_decided` after). The last decision starts the continuation, "
+        "a new run in the same conversation, streamed here like `/chat/stream`; before that, 202 with "
+        "the calls still waiting. A new message in the conversation rejects the calls still waiting.",
+        responses=APPROVAL_RESPONSE,
+        raises=CHAT_ERRORS,
+    )
+    async def decide(
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], run_id: FromPath[str],
+        data: JSONBody[ApprovalDecision],
+    ) -> EventStream | Response[Waiting]:
+        decided = await runs.decide(user, run_id, Decision(data.call_id, data.approve, data.reason))
+        if isinstance(decided, list):
+            return Response(Waiting(waiting_for=decided), status_code=HTTP_202_ACCEPTED)
+        subscription = runs.subscribe(decided, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
         return following(runs, subscription, plain_frames(subscription))
 
     @get(

@@ -19,6 +19,7 @@ from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from domain.approvals import Decision
 from domain.errors import AlreadyStarted, AuthError, ChatError, InvalidInput, KeysUnavailable
 from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
@@ -60,7 +61,16 @@ class PingFrame(_ClientFrame, tag="ping"):
     pass
 
 
-ClientFrame = AuthFrame | ChatFrame | CancelFrame | ResumeFrame | PingFrame
+class ApprovalFrame(_ClientFrame, tag="approval"):
+    """The user's decision on a call an ``approval_request`` event named."""
+
+    run_id: str
+    call_id: str
+    approve: bool
+    reason: str | None = None
+
+
+ClientFrame = AuthFrame | ChatFrame | CancelFrame | ResumeFrame | PingFrame | ApprovalFrame
 
 
 class Pong(msgspec.Struct, tag_field="type", tag="pong", frozen=True):
@@ -75,7 +85,14 @@ class ErrorFrame(msgspec.Struct, tag_field="type", tag="error", frozen=True, omi
     run_id: str | None = None
 
 
-ServerFrame = Pong | ErrorFrame
+class ApprovalWaiting(msgspec.Struct, tag_field="type", tag="approval_waiting", frozen=True):
+    """A decision recorded; the run's continuation starts once these calls are decided too."""
+
+    run_id: str
+    waiting_for: list[str]
+
+
+ServerFrame = Pong | ErrorFrame | ApprovalWaiting
 
 @runtime_checkable  # Litestar checks a dependency's type
 class TokenVerifier(Protocol):
@@ -199,6 +216,12 @@ class _Session(SocketSession):
                 await self.runs.cancel(self.user, frame.run_id)
             elif isinstance(frame, ResumeFrame):
                 self.follow(await self.runs.follow(self.user, frame.run_id, frame.after, idle=False))
+            elif isinstance(frame, ApprovalFrame):
+                decided = await self.runs.decide(self.user, frame.run_id, Decision(frame.call_id, frame.approve, frame.reason))
+                if isinstance(decided, list):
+                    await self.send([_encode(ApprovalWaiting(run_id=frame.run_id, waiting_for=decided))])
+                else:  # the continuation: its events on this socket
+                    self.follow(self.runs.subscribe(decided, on_leave="continue", idle=False))
             elif isinstance(frame, PingFrame):
                 await self.send([_encode(Pong())])
             else:

@@ -17,17 +17,18 @@ from typing import Any
 
 import msgspec
 import openai
-from agents import Agent, RunConfig, Runner
+from agents import Agent, RunConfig, Runner, RunState
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
 from domain import conversations, events, text
+from domain.approvals import PendingCall, declined
 from domain.conversations import ToolRecord
 from domain.events import DoneStatus, Usage
 from domain.limits import Limits
 from domain.runs.failures import classify
 from domain.runs.log import RunLog
-from domain.runs.store import FinishedRun, NewRun, RunRecord, now
+from domain.runs.store import Continuation, FinishedRun, NewRun, RunRecord, now
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class Transcript:
         return [ToolCallView(t.call_id, t.name, t.arguments, t.result) for _, t in self.tools.values()]
 
     def finished_tools(self, status: DoneStatus) -> list[tuple[datetime, ToolRecord]]:
+        if status == "awaiting_approval":  # the calls waiting are stored by the continuation
+            return [(at, tool) for at, tool in self.tools.values() if tool.result is not None]
         return [
             (at, tool if tool.result is not None else msgspec.structs.replace(tool, result=unfinished_tool_result(status)))
             for at, tool in self.tools.values()
@@ -107,11 +110,13 @@ class Transcript:
         return transcript
 
     def outcome(self, new: NewRun | RunRecord, run_id: str, status: DoneStatus, usage: Usage = Usage(),
-                error_code: str | None = None) -> FinishedRun:
+                error_code: str | None = None, pending: list[PendingCall] | None = None,
+                state: str | None = None) -> FinishedRun:
         return FinishedRun(
             run_id=run_id, conversation_id=new.conversation_id, message_id=new.message_id, status=status,
             text="".join(self.text), tools=self.finished_tools(status),
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, error_code=error_code,
+            pending=pending or [], state=state,
         )
 
 
@@ -145,6 +150,8 @@ class ActiveRun:
         self._stop_reason: DoneStatus | None = None
         self._task: asyncio.Task[None] | None = None
         self._began = False
+        self.pending: list[PendingCall] = []  # calls waiting for approval, once it ends so
+        self._state: str | None = None  # the agent's state they resume from
 
     # -- control ----------------------------------------------------------------------------
 
@@ -214,7 +221,7 @@ class ActiveRun:
     # -- the run ----------------------------------------------------------------------------
 
     async def execute(self, agent: Agent[TodoContext], context: TodoContext, limits: Limits, tracing: bool,
-                      history: list[dict[str, Any]] | None) -> bytes:
+                      history: list[dict[str, Any]] | None, resume: Continuation | None = None) -> bytes:
         """Run the agent to its end, a Stop or a failure; the ``done`` event to close the log with."""
         self._began = True
         result = None
@@ -223,23 +230,28 @@ class ActiveRun:
             async with deadline:
                 if self._stop_reason is not None:
                     raise asyncio.CancelledError  # stopped before it began
-                if history is None:
-                    history = conversations.history_items(
+                # A copy per run: the SDK checks every run of one Agent object against all its
+                # other live runs at each turn, a cost that grows with concurrency (500 paced
+                # replies: 50 -> 43 us of CPU per event for the SDK alone). A shallow copy, as
+                # agent.clone() makes, without re-running the Agent's checks (71 -> 2 us per run).
+                agent = copy.copy(agent)
+                given: list[dict[str, Any]] | RunState[Any, Any]
+                if resume is not None:
+                    given = await self._decided_state(agent, context, resume)
+                elif history is None:
+                    given = conversations.history_items(
                         await conversations.list_messages(self.conversation_id, include_hidden=True)
                     )
+                else:
+                    given = history
                 result = Runner.run_streamed(
-                    # A copy per run: the SDK checks every run of one Agent object against
-                    # all its other live runs at each turn, a cost that grows with concurrency
-                    # (500 paced replies: 50 -> 43 us of CPU per event for the SDK alone).
-                    # A shallow copy, as agent.clone() makes, without re-running the Agent's
-                    # checks of its fields (71 -> 2 us per run).
-                    copy.copy(agent), history, context=context, max_turns=limits.max_turns,
+                    agent, given, context=context, max_turns=limits.max_turns,
                     # Traces (when switched on) leave the machine: keep users' words out of them.
                     run_config=RunConfig(tracing_disabled=not tracing, trace_include_sensitive_data=False),
                 )
                 async for sdk_event in result.stream_events():
                     self.on_sdk_event(sdk_event)
-            self.status = "completed"
+            self.status = "awaiting_approval" if self._await_approval(result) else "completed"
         except asyncio.CancelledError:
             # Stop, not crash: the run still ends with its done event and its text saved.
             self.status = self._stop_reason or "cancelled"
@@ -266,6 +278,38 @@ class ActiveRun:
         self._seq += 1
         return events.encode(events.Done(run_id=self.id, seq=self._seq, status=self.status, usage=reported))
 
+    async def _decided_state(self, agent: Agent[TodoContext], context: TodoContext,
+                             resume: Continuation) -> RunState[Any, Any]:
+        """The interrupted run's state with the user's decisions applied; the calls it resumes
+        are known to the transcript, so their results are stored with them."""
+        state = await RunState.from_string(agent, resume.state, context_override=context)
+        decisions = {decision.call_id: decision for decision in resume.decisions}
+        for call in resume.pending:
+            self.transcript.called(call.call_id, call.name, call.arguments)
+        for item in state.get_interruptions():
+            decision = decisions.get(item.call_id or "")
+            if decision is not None and decision.approve:
+                state.approve(item)
+            else:
+                state.reject(item, rejection_message=declined(decision and decision.reason))
+        return state
+
+    def _await_approval(self, result: Any) -> bool:
+        """A run that stopped at tools needing approval: ask, and keep the state to resume."""
+        if not result.interruptions:
+            return False
+        for item in result.interruptions:
+            raw = item.raw_item
+            call = PendingCall(
+                call_id=text.clean(getattr(raw, "call_id", "") or ""), name=text.clean(item.tool_name or ""),
+                arguments=text.clean_value(_json_object(getattr(raw, "arguments", "") or "{}")),
+            )
+            self.pending.append(call)
+            self._emit(events.ApprovalRequest, call_id=call.call_id, name=call.name, arguments=call.arguments)
+        # The context holds the database engine: it is the server's, given back on resume.
+        self._state = result.to_state().to_string(context_serializer=lambda _: {})
+        return True
+
     def close(self, stored: list[bytes]) -> None:
         """The last events, ``done`` among them, are stored: show them, and end the run."""
         self.log.extend(stored, last=True)
@@ -274,7 +318,7 @@ class ActiveRun:
     def outcome(self) -> FinishedRun:
         status = self.status or "failed"
         return self.transcript.outcome(self.new, self.id, status, self.usage,
-                                       self.error.code if self.error else None)
+                                       self.error.code if self.error else None, self.pending, self._state)
 
     def reply(self) -> RunReply:
         return RunReply(

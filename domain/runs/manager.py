@@ -18,11 +18,12 @@ from agents import Agent
 from piccolo.engine.base import Engine
 
 from domain import events
+from domain.approvals import Decision, check_decision
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
 from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
 from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.reading import OnLeave, Subscription, stored_batches
-from domain.runs.store import AlreadySent, NewRun, RunRecord, RunStore
+from domain.runs.store import AlreadySent, Continuation, NewRun, RunRecord, RunStore
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -149,13 +150,26 @@ class RunManager:
             raise
         return self._launch(new, user_id, message if new.created_conversation else None)
 
-    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None) -> ActiveRun:
+    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None,
+                resume: Continuation | None = None) -> ActiveRun:
         run = ActiveRun(new, user_id, self._unsaved.set)
         self._active[run.id] = run
         # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
-        run.launch(self._execute(run, history), name=f"run-{run.id}")
+        run.launch(self._execute(run, history, resume), name=f"run-{run.id}")
         return run
+
+    async def decide(self, user_id: str, run_id: str, decision: Decision) -> ActiveRun | list[str]:
+        """The user's decision on a call their run waits for: the continuation once every call
+        of the run is decided, else the call ids still waiting."""
+        check_decision(decision)
+        self._check_followers(user_id)
+        if self._closed is not None:
+            raise ShuttingDown("The server is shutting down; try again in a moment.")
+        decided = await self.store.decide(user_id, run_id, decision, self.limits, self.agent.name)
+        if decided.continuation is None:
+            return decided.waiting_for
+        return self._launch(decided.continuation.new, user_id, resume=decided.continuation)
 
     async def cancel(self, user_id: str, run_id: str) -> None:
         run = self._active.get(run_id)
@@ -253,9 +267,10 @@ class RunManager:
 
     # -- execution --------------------------------------------------------------------------
 
-    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None) -> None:
+    async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None,
+                       resume: Continuation | None = None) -> None:
         context = TodoContext(user_id=run.user_id, db=self.db)
-        done = await run.execute(self.agent, context, self.limits, self.settings.tracing, history)
+        done = await run.execute(self.agent, context, self.limits, self.settings.tracing, history, resume)
         # Stored before it is shown: a client that sees ``done`` and reloads finds the whole run,
         # and the outcome it was told is the one stored. A second cancel (shutdown) must not
         # lose the outcome, so saving goes on regardless.

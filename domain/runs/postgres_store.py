@@ -34,5 +34,8 @@ class PostgresRunStore(SQLRunStore):
         row = await connection.fetchrow(sql, *args)
         return None if row is None else tuple(row)
 
+    async def _fetch_all(self, connection: Any, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await connection.fetch(sql, *args)]
+
     def _run_key(self, run_id: str) -> object:
         return uuid.UUID(run_id)

@@ -65,6 +65,10 @@ class SQLiteRunStore(SQLRunStore):
             return None
         return tuple(row.values()) if isinstance(row, dict) else tuple(row)
 
+    async def _fetch_all(self, connection: sqlite3.Connection, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        rows = connection.execute(sqlite_sql(sql), args).fetchall()
+        return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in rows]
+
     def _run_key(self, run_id: str) -> object:
         return run_id  # no UUID object and back to text (0.4 µs each)
 

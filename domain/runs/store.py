@@ -21,11 +21,21 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain import events
+from domain.approvals import SUPERSEDED, Decision, PendingCall, declined
 from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, parse_id
-from domain.errors import DatabaseUnavailable, InvalidInput, NotFound, RunActive
+from domain.errors import AlreadyDecided, DatabaseUnavailable, InvalidInput, NotFound, RunActive
 from domain.events import RunStatus
 from domain.limits import PER_MINUTE, Limits
-from domain.tables import CONVERSATION_TABLE, MESSAGE_TABLE, RUN_EVENT_TABLE, RUN_TABLE, Conversation, Run, RunEvent
+from domain.tables import (
+    APPROVAL_TABLE,
+    CONVERSATION_TABLE,
+    MESSAGE_TABLE,
+    RUN_EVENT_TABLE,
+    RUN_TABLE,
+    Conversation,
+    Run,
+    RunEvent,
+)
 
 TITLE_CHARS = 60
 
@@ -44,7 +54,7 @@ class NewRun(msgspec.Struct, frozen=True):
     message_id: str  # of the assistant's reply to come
     created_conversation: bool
     title: str | None
-    user_message: MessageView  # the message it answers
+    user_message: MessageView | None  # the message it answers; None: a continuation
     start: bytes  # the run's first event, stored with it
 
 
@@ -58,6 +68,25 @@ class FinishedRun(msgspec.Struct, frozen=True):
     input_tokens: int = 0
     output_tokens: int = 0
     error_code: str | None = None
+    # ``awaiting_approval``: the calls waiting for a decision and the agent's state.
+    pending: list[PendingCall] = []
+    state: str | None = None
+
+
+class Continuation(msgspec.Struct, frozen=True):
+    """Every call of an ``awaiting_approval`` run decided: the run that goes on from its state."""
+
+    new: NewRun
+    state: str
+    pending: list[PendingCall]
+    decisions: list[Decision]
+
+
+class Decided(msgspec.Struct, frozen=True):
+    """A decision recorded: the continuation once it was the last, else the calls still open."""
+
+    continuation: Continuation | None
+    waiting_for: list[str]
 
 
 class AlreadySent(Exception):
@@ -89,6 +118,11 @@ class RunStore(Protocol):
 
     async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
         """The outcome, its messages and the events not saved yet, atomically."""
+
+    async def decide(self, user_id: str, run_id: str, decision: Decision, limits: Limits, agent: str) -> Decided:
+        """Record the user's decision on a call of their ``awaiting_approval`` run; the last
+        one starts the continuation in the same transaction. ``NotFound`` for another user's
+        run or an unknown call, ``AlreadyDecided`` for a decided one; nothing on refusal."""
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
         """Delete the user's conversation with its messages, runs and events; False when the
@@ -168,6 +202,21 @@ _FINISH_RUN = (
     f"UPDATE {RUN_TABLE} SET status = $1, input_tokens = $2, output_tokens = $3, error_code = $4, "
     "finished_at = $5 WHERE id = $6"
 )
+_RUN_STATE = f"SELECT conversation, status, state FROM {RUN_TABLE} WHERE id = $1 AND user_id = $2"
+_INSERT_APPROVAL = (
+    f"INSERT INTO {APPROVAL_TABLE} (run, call_id, name, arguments, decision, reason, created_at, decided_at) "
+    "VALUES ($1, $2, $3, $4, NULL, NULL, $5, NULL)"
+)
+_APPROVAL_DECISION = f"SELECT decision FROM {APPROVAL_TABLE} WHERE run = $1 AND call_id = $2"
+_DECIDE = f"UPDATE {APPROVAL_TABLE} SET decision = $1, reason = $2, decided_at = $3 WHERE run = $4 AND call_id = $5"
+_APPROVALS_OF = f"SELECT call_id, name, arguments, decision, reason FROM {APPROVAL_TABLE} WHERE run = $1 ORDER BY id"
+_SUPERSEDE = (
+    # A new message in a conversation whose reply waits for approval: its open calls are declined.
+    f"UPDATE {APPROVAL_TABLE} SET decision = 'rejected', reason = $1, decided_at = $2 "
+    f"WHERE decision IS NULL AND run IN (SELECT id FROM {RUN_TABLE} WHERE conversation = $3 "
+    "AND status = 'awaiting_approval') RETURNING call_id, name, arguments"
+)
+_SET_STATE = f"UPDATE {RUN_TABLE} SET state = $1 WHERE id = $2"
 _CLAIM_RUN = f"UPDATE {RUN_TABLE} SET status = $1 WHERE id = $2 AND status = 'running' RETURNING id"
 _RENEW_LEASES = f"UPDATE {RUN_TABLE} SET heartbeat_at = $1 WHERE id = $2"
 _EVENTS_FROM = (
@@ -177,6 +226,11 @@ _EVENTS_FROM = (
     "ORDER BY seq"
 )
 _RUN_COLUMNS = (Run.id, Run.conversation, Run.user_id, Run.status, Run.message_id)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver hands it back (text on both engines' raw reads)."""
+    return msgspec.json.decode(value) if isinstance(value, (str, bytes)) else value
 
 
 def _record(row: dict[str, Any]) -> RunRecord:
@@ -210,6 +264,9 @@ class SQLRunStore:
         raise NotImplementedError
 
     async def _fetch_row(self, connection: Any, sql: str, *args: object) -> tuple[Any, ...] | None:
+        raise NotImplementedError
+
+    async def _fetch_all(self, connection: Any, sql: str, *args: object) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def _run_key(self, run_id: str) -> object:
@@ -248,7 +305,7 @@ class SQLRunStore:
         client_conversation_id: str | None = None,
     ) -> NewRun:
         started = now()
-        run_id, message_id = uuid.uuid4(), uuid.uuid4()
+        run_id = uuid.uuid4()
         async with self._transaction() as connection:
             if self.LOCK_USER:
                 await self._fetch_row(connection, self.LOCK_USER, user_id)
@@ -281,6 +338,7 @@ class SQLRunStore:
                 if await self._fetch_row(connection, _RUNNING_IN, key):
                     raise RunActive("A reply is still being written in this conversation; wait for it or cancel it.")
                 await self._execute(connection, _TOUCH_CONVERSATION, started, key)
+                await self._supersede(connection, key, started)
             if again is None:
                 said = MessageView(id=str(uuid.uuid4()), role="user", content=message, status="completed",
                                    created_at=started, run_id=str(run_id))
@@ -288,21 +346,72 @@ class SQLRunStore:
                                     message, None, "completed", None, started)
             else:
                 said = await self._answer_again(connection, key, again, str(run_id))
-            try:
-                await self._execute(connection, _INSERT_RUN, run_id, key, user_id, str(message_id), started,
-                                    client_message_id)
-            except Exception as error:
-                if self._is_conflict(error):  # another start won the conversation
-                    raise RunActive("A reply is still being written in this conversation; "
-                                    "wait for it or cancel it.") from None
-                raise
-            start = events.encode(events.Start(run_id=str(run_id), seq=1, conversation_id=str(key),
-                                               message_id=str(message_id), agent=agent))
-            await self._executemany(connection, _INSERT_EVENT, [self._event_row(str(run_id), 1, [start])])
-        return NewRun(
-            run_id=str(run_id), conversation_id=str(key), message_id=str(message_id),
-            created_conversation=conversation_id is None, title=title, user_message=said, start=start,
-        )
+            return await self._insert_run(connection, run_id, key, user_id, agent, started, client_message_id,
+                                          title, said, created=conversation_id is None)
+
+    async def _supersede(self, connection: Any, conversation: uuid.UUID, at: datetime) -> None:
+        """Decline the calls still waiting in the conversation, and tell the model so: each is
+        stored as a call with the declined result, just before the new message."""
+        result = {"error": declined(SUPERSEDED)}
+        await self._executemany(connection, _INSERT_MESSAGE, [
+            (uuid.uuid4(), conversation, None, "tool", "",
+             msgspec.json.encode(ToolRecord(call_id, name, _json(arguments), result)).decode(), "completed", None,
+             at - timedelta(microseconds=1))
+            for call_id, name, arguments in await self._fetch_all(connection, _SUPERSEDE, SUPERSEDED, at, conversation)
+        ])
+
+
+    async def decide(self, user_id: str, run_id: str, decision: Decision, limits: Limits, agent: str) -> Decided:
+        run_key = parse_id(run_id)
+        async with self._transaction() as connection:
+            if self.LOCK_USER:
+                await self._fetch_row(connection, self.LOCK_USER, user_id)
+            row = run_key and await self._fetch_row(connection, _RUN_STATE + self.FOR_UPDATE, run_key, user_id)
+            if not row:
+                raise NotFound("No such run.")
+            conversation, status, state = row
+            found = await self._fetch_row(connection, _APPROVAL_DECISION, run_key, decision.call_id)
+            if found is None:
+                raise NotFound("No such approval request in this run.")
+            if found[0] is not None:
+                raise AlreadyDecided(f"This call was already {found[0]}.")
+            decided = now()
+            await self._execute(connection, _DECIDE, "approved" if decision.approve else "rejected", decision.reason,
+                                decided, run_key, decision.call_id)
+            calls = await self._fetch_all(connection, _APPROVALS_OF, run_key)
+            waiting = [call_id for call_id, _, _, made, _ in calls if made is None]
+            if waiting or status != "awaiting_approval" or state is None:
+                return Decided(None, waiting)
+            # The last decision: the continuation starts now, as one more reply in the conversation.
+            active, recent, oldest = await self._fetch_row(
+                connection, LIMIT_COUNTS, user_id, decided - PER_MINUTE
+            ) or (0, 0, None)
+            limits.check_runs(active, 0, None, decided)
+            conversation_key = conversation if isinstance(conversation, uuid.UUID) else uuid.UUID(str(conversation))
+            new = await self._insert_run(connection, uuid.uuid4(), conversation_key, user_id, agent, decided, None)
+            await self._execute(connection, _SET_STATE, None, run_key)  # used once
+        pending = [PendingCall(call_id, name, _json(arguments)) for call_id, name, arguments, _, _ in calls]
+        decisions = [Decision(c, made == "approved", reason) for c, _, _, made, reason in calls]
+        return Decided(Continuation(new, state, pending, decisions), [])
+
+    async def _insert_run(self, connection: Any, run_id: uuid.UUID, conversation: uuid.UUID, user_id: str,
+                          agent: str, started: datetime, client_message_id: str | None,
+                          title: str | None = None, said: MessageView | None = None, created: bool = False) -> NewRun:
+        """The running run, its ``start`` event with it."""
+        message_id = uuid.uuid4()
+        try:
+            await self._execute(connection, _INSERT_RUN, run_id, conversation, user_id, str(message_id), started,
+                                client_message_id)
+        except Exception as error:
+            if self._is_conflict(error):  # another start won the conversation
+                raise RunActive("A reply is still being written in this conversation; "
+                                "wait for it or cancel it.") from None
+            raise
+        start = events.encode(events.Start(run_id=str(run_id), seq=1, conversation_id=str(conversation),
+                                           message_id=str(message_id), agent=agent))
+        await self._executemany(connection, _INSERT_EVENT, [self._event_row(str(run_id), 1, [start])])
+        return NewRun(run_id=str(run_id), conversation_id=str(conversation), message_id=str(message_id),
+                      created_conversation=created, title=title, user_message=said, start=start)
 
     async def _answer_again(self, connection: Any, conversation: uuid.UUID, message_id: str,
                             run_id: str) -> MessageView:
@@ -351,6 +460,12 @@ class SQLRunStore:
                 await self._executemany(connection, _INSERT_EVENT, [self._event_row(*unsaved)])
             await self._execute(connection, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens,
                                 run.error_code, finished, uuid.UUID(run.run_id))
+            if run.pending:
+                await self._executemany(connection, _INSERT_APPROVAL, [
+                    (uuid.UUID(run.run_id), call.call_id, call.name, msgspec.json.encode(call.arguments).decode(),
+                     finished) for call in run.pending
+                ])
+                await self._execute(connection, _SET_STATE, run.state, uuid.UUID(run.run_id))
             await self._execute(connection, _TOUCH_CONVERSATION, finished, key)
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:

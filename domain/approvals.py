@@ -1,0 +1,79 @@
+"""Tool approvals: which tools wait for the user's yes, and what a decision tells the model.
+
+The agents SDK does the rest: a tool with ``needs_approval`` interrupts the run, its state
+(the SDK's own serialisation) is stored with the pending calls, and once each is decided the
+continuation resumes from that state with ``approve`` / ``reject``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from agents import FunctionTool, Tool
+
+from domain.limits import check_text
+
+MAX_REASON_CHARS = 1000
+MAX_CALL_ID_CHARS = 128
+
+
+class ApprovalPolicy(msgspec.Struct, frozen=True):
+    """The tools that need approval: a set of names, or every tool."""
+
+    tools: frozenset[str] = frozenset()
+    every_tool: bool = False
+
+    @classmethod
+    def parse(cls, value: str) -> ApprovalPolicy:
+        """``TOOL_APPROVAL``: a comma list of tool names, ``all`` or ``none``."""
+        names = {name.strip() for name in value.split(",") if name.strip()}
+        if names == {"all"}:
+            return cls(every_tool=True)
+        if names in ({"none"}, set()):
+            return cls()
+        return cls(frozenset(names))
+
+    def needs(self, name: str) -> bool:
+        return self.every_tool or name in self.tools
+
+    def apply(self, tools: Sequence[Tool]) -> list[Tool]:
+        """The tools, those this policy names marked ``needs_approval``."""
+        known = {tool.name for tool in tools}
+        if unknown := self.tools - known:
+            raise ValueError(f"TOOL_APPROVAL names no tool: {', '.join(sorted(unknown))} (tools: {', '.join(sorted(known))})")
+        return [
+            dataclasses.replace(tool, needs_approval=True) if isinstance(tool, FunctionTool) and self.needs(tool.name)
+            else tool
+            for tool in tools
+        ]
+
+
+class PendingCall(msgspec.Struct, frozen=True):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class Decision(msgspec.Struct, frozen=True):
+    call_id: str
+    approve: bool
+    reason: str | None = None
+
+
+def check_decision(decision: Decision) -> None:
+    check_text(decision.call_id, "call_id", "The call id", MAX_CALL_ID_CHARS)
+    if decision.reason is not None:
+        check_text(decision.reason, "reason", "The reason", MAX_REASON_CHARS)
+
+
+def declined(reason: str | None) -> str:
+    """What the model is told about a call the user said no to."""
+    said = f" Their reason: {reason}" if reason else ""
+    return f"The user declined this tool call; it did not run.{said}"
+
+
+SUPERSEDED = "they sent a new message instead of deciding"
+
