@@ -34,6 +34,7 @@ from domain.errors import ChatError
 from domain.limits import Limits
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.runs import RunManager, RunSettings
+from transports.ag_ui import AGUIController
 from transports.ai_sdk import AISDKController
 from transports.chatkit import ChatKitController
 from transports.rest import ChatController, ConversationController, TaskController, health
@@ -135,7 +136,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api = Router(
         path="/api/{user_id:str}",
         route_handlers=[
-            SSEController, ChatController, ConversationController, TaskController, AISDKController, chat_socket,
+            SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
+            chat_socket,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],
