@@ -18,6 +18,7 @@ from tests.conftest import JWT_SECRET, start_live_server, token_for
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 SNIPPETS = re.findall(r"```(python|sh) test\n(.*?)```", README, re.S)
+JS_SNIPPETS = re.findall(r"```js test\n(.*?)```", README, re.S)  # run under Node, in tests/node
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +96,18 @@ def test_ai_sdk_node_snippet(server):
     require_node_clients()
     output = run_snippet(*SNIPPETS[5], server)
     assert '"tool-add_task"' in output and "buy milk" in output
+
+
+def test_ag_ui_node_snippet(server):
+    from tests.test_ai_sdk import require_node_clients
+
+    require_node_clients()
+    [code] = JS_SNIPPETS
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", code.replace("http://127.0.0.1:8000", server.url)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT / "tests" / "node",
+        env={**os.environ, "CHAT_TOKEN": token_for("alice")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[add_task] { title: 'buy milk' }" in done.stdout
+    assert "buy milk" in done.stdout.split("\n", 1)[1] and done.stdout.rstrip().endswith("(success)")
