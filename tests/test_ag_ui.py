@@ -12,10 +12,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.conftest import auth, count_rows, start_live_server, stored_events, token_for
+from domain import events as chat
+from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
+from transports.ag_ui import EventTranslator
+from transports.sse import data_frames
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -24,7 +27,7 @@ def http_agent(server, user: str, mode: str, thread_id: str, text: str, run_id: 
     require_node_clients()
     done = subprocess.run(
         ["node", str(NODE_DIR / "ag_ui_client.mjs"), server.url, token_for(user), mode, thread_id, text, run_id],
-        capture_output=True, text=True, timeout=60, cwd=NODE_DIR,
+        capture_output=True, text=True, timeout=60, cwd=NODE_DIR, check=False,
     )
     assert done.returncode == 0, done.stderr
     # The client warns on stderr about any material it had to strip: there must be none.
@@ -103,6 +106,18 @@ def test_aborting_the_request_is_stop(settings):
     assert stored_events(settings.database, run_id)[-1]["status"] == "cancelled"
 
 
+def test_a_stop_from_elsewhere_finishes_the_run_cancelled(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=40))
+    try:
+        result = http_agent(live, "alice", "cancel", "thread-cancel", "add " + " ".join(f"w{n}" for n in range(30)))
+    finally:
+        live.stop()
+    assert result["errors"] == [] and result["outcome"] == "cancelled"
+    assert [e["type"] for e in result["events"]][-2:] == ["TEXT_MESSAGE_END", "RUN_FINISHED"]
+    assert result["events"][-1]["outcome"] == {"type": "cancelled"}
+    assert count_rows(settings.database, "run", "status = 'cancelled'") == 1
+
+
 def test_a_failing_model_ends_the_run_with_run_error(settings):
     fake = FakeOpenAI().start().repeat(Reply.say("Adding ", "buy milk ", "now.", break_after=2))
     live = start_live_server(msgspec.structs.replace(
@@ -172,3 +187,57 @@ def test_text_parts_of_a_multimodal_message_are_what_the_user_said(client, setti
                            headers=auth("alice"))
     assert response.status_code == 200 and b'"RUN_FINISHED"' in response.content
     assert count_rows(settings.database, "task", "title = $1", "call mom") == 1
+
+
+class CannedStream:
+    """A bare server answering every request with the same SSE body: what the client makes of it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __call__(self, scope, receive, send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def served(body: bytes) -> dict:
+    with serving(CannedStream(body)) as port:
+        return http_agent(type("Server", (), {"url": f"http://127.0.0.1:{port}"}), "alice", "send", "t", "hi", "r")
+
+
+def translated(*stream: chat.Event) -> bytes:
+    translator = EventTranslator("t", "r")
+    return data_frames(msgspec.json.encode(e) for event in stream for e in translator.translate(event))
+
+
+def test_the_referee_rejects_events_out_of_order():
+    out_of_order = [{"type": "RUN_STARTED", "threadId": "t", "runId": "r"},
+                    {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": "hi"},
+                    {"type": "RUN_FINISHED", "threadId": "t", "runId": "r"}]
+    result = served(data_frames(map(msgspec.json.encode, out_of_order)))
+    assert "No active text message found with ID 'm'" in result["errors"][0]
+
+
+START = chat.Start(run_id="x", seq=1, conversation_id="c", message_id="m", agent="Todo")
+CALL = chat.ToolCall(run_id="x", seq=3, call_id="call-1", name="add_task", arguments={"title": "tea"})
+
+
+@pytest.mark.parametrize("status, last", [
+    ("cancelled", {"type": "RUN_FINISHED", "threadId": "t", "runId": "r", "outcome": {"type": "cancelled"}}),
+    ("interrupted", {"type": "RUN_ERROR", "code": "interrupted",
+                     "message": "The server restarted; the reply was cut short."}),
+])
+def test_a_reply_cut_short_mid_tool_call_answers_the_call_and_says_how_it_ended(status, last):
+    """Runs a test cannot time (a Stop inside a tool, a restart): the client accepts what they
+    send, and no call is left for the application to answer."""
+    result = served(translated(START, chat.Text(run_id="x", seq=2, content="On it."), CALL,
+                               chat.Done(run_id="x", seq=4, status=status)))
+    assert result["errors"] == [], result["errors"]
+    [answer] = [e for e in result["events"] if e["type"] == "TOOL_CALL_RESULT"]
+    assert json.loads(answer["content"]) == {"error": f"stopped before it finished ({status})"}
+    assert result["events"][-1] == last
+    assistant = next(m for m in result["messages"] if m["role"] == "assistant")
+    assert assistant["content"] == "On it." and assistant["toolCalls"][0]["id"] == "call-1"

@@ -1,7 +1,9 @@
 // AG-UI's own client against a live server: HttpAgent.runAgent, whose pipeline validates every
 // event against the protocol's schema (enforceEvents) and checks their order (verifyEvents)
 // before any subscriber sees it; a violation rejects runAgent. Prints one JSON line of results.
-//   node ag_ui_client.mjs <base url> <token> send|abort <thread id> <text> [run id]
+//   node ag_ui_client.mjs <base url> <token> send|abort|cancel <thread id> <text> [run id]
+// abort: the client aborts its request (Stop); cancel: the run is stopped from elsewhere
+// (POST …/runs/{id}/cancel, the id from RUN_STARTED's metadata) while the client reads on.
 import { HttpAgent } from "@ag-ui/client";
 
 const [, , base, token, mode, threadId, text, runId] = process.argv;
@@ -16,12 +18,20 @@ agent.addMessage({ id: `u-${Date.now()}`, role: "user", content: text });
 const events = [];
 const errors = [];
 let outcome = null;
+let stopped = false;
 try {
   await agent.runAgent(runId ? { runId } : {}, {
     onEvent: ({ event }) => {
       events.push(event);
-      // Stop: the UI's stop button aborts the request once the first words arrived.
-      if (mode === "abort" && event.type === "TEXT_MESSAGE_CONTENT") agent.abortRun();
+      // Stopped once the first words arrived, as a user presses Stop.
+      if (event.type === "TEXT_MESSAGE_CONTENT" && !stopped) {
+        stopped = true;
+        if (mode === "abort") agent.abortRun();
+        if (mode === "cancel") {
+          const run = events[0].metadata.serverRunId;
+          fetch(`${base}/api/${user}/runs/${run}/cancel`, { method: "POST", headers: agent.headers });
+        }
+      }
     },
     onRunFinishedEvent: (params) => { outcome = params.outcome; },
   });
