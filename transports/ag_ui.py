@@ -294,78 +294,83 @@ class EventTranslator:
 
     def __init__(self, thread_id: str, run_id: str, parent_run_id: str | None = None) -> None:
         self._thread_id, self._run_id, self._parent_run_id = thread_id, run_id, parent_run_id
-        self._message_ids = ""  # the reply's message id: every id minted here starts with it
-        self._message: str | None = None  # the assistant message of the current model turn
+        self._reply = ""  # the reply's message id: the first turn's, and the stem of every other id
+        self._turn: str | None = None  # the current turn's assistant message
         self._turns = 0
-        self._text_open = False
+        self._text: str | None = None  # that message, while its text is open
         self._calls: set[str] = set()  # calls without a result yet
         self._error: events.Error | None = None
 
     def translate(self, event: events.Event) -> list[Event]:
         match event:
             case events.Start(run_id=run_id, conversation_id=conversation_id, message_id=message_id):
-                self._message_ids = message_id
-                metadata = {"serverRunId": run_id, "conversationId": conversation_id}
-                return [AGUIRunStarted(thread_id=self._thread_id, run_id=self._run_id, protocol_version=PROTOCOL_VERSION,
-                                       parent_run_id=self._parent_run_id, metadata=metadata)]
+                self._reply = message_id
+                return [AGUIRunStarted(
+                    thread_id=self._thread_id, run_id=self._run_id, protocol_version=PROTOCOL_VERSION,
+                    parent_run_id=self._parent_run_id,
+                    metadata={"serverRunId": run_id, "conversationId": conversation_id},
+                )]
             case events.Text(content=content, seq=seq):
-                if self._text_open:
-                    return [AGUITextMessageContent(message_id=self._message, delta=content)]  # type: ignore[arg-type]
-                self._text_open = True
-                message = self._turn(seq)
-                return [AGUITextMessageStart(message_id=message, role="assistant"), AGUITextMessageContent(message_id=message, delta=content)]
+                if self._text is not None:
+                    return [AGUITextMessageContent(message_id=self._text, delta=content)]
+                self._text = self._message(seq)
+                return [AGUITextMessageStart(message_id=self._text, role="assistant"),
+                        AGUITextMessageContent(message_id=self._text, delta=content)]
             case events.ToolCall(call_id=call_id, name=name, arguments=arguments, seq=seq):
                 self._calls.add(call_id)
-                out = self._end_text()
                 return [
-                    *out, AGUIToolCallStart(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._turn(seq)),
+                    *self._end_text(),
+                    AGUIToolCallStart(tool_call_id=call_id, tool_call_name=name, parent_message_id=self._message(seq)),
                     AGUIToolCallArgs(tool_call_id=call_id, delta=_encode(arguments).decode()),
                     AGUIToolCallEnd(tool_call_id=call_id),
                 ]
             case events.ToolResult(call_id=call_id, result=result, seq=seq):
                 self._calls.discard(call_id)
-                self._message = None  # the model answers the result in a new turn
+                self._turn = None  # the model answers the result in a new turn
                 return [*self._end_text(), self._result(call_id, result, seq)]
             case events.Error():
-                self._error = event  # reported with the run's usage by ``done``, which follows
+                self._error = event  # reported, with the run's usage, by the ``done`` that follows
                 return []
             case events.Done(status=status, usage=usage, seq=seq):
-                out = self._end_text()
                 unfinished = unfinished_tool_result(status)
+                out = self._end_text()
                 out += [self._result(call_id, unfinished, seq, n) for n, call_id in enumerate(sorted(self._calls))]
                 self._calls.clear()
-                used = None if usage is None else [AGUITokenUsage(
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                    total_tokens=usage.input_tokens + usage.output_tokens,
-                )]
-                if status in ("completed", "cancelled"):
-                    outcome = AGUISuccess() if status == "completed" else AGUICancelled()
-                    return [*out, AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id, outcome=outcome,
-                                                  usage=used)]
-                if status == "interrupted":
-                    return [*out, AGUIRunError(message=INTERRUPTED, code="interrupted", usage=used)]
-                error = self._error
-                return [*out, AGUIRunError(message=error.message if error else "The reply failed.",
-                                           code=error.code if error else "failed", usage=used)]
+                return [*out, self._end(status, usage)]
         return []
 
-    def _turn(self, seq: int) -> str:
-        """The current turn's assistant message id: the reply's own for the first turn."""
-        if self._message is None:
-            self._message = f"{self._message_ids}-{seq}" if self._turns else self._message_ids
+    def _end(self, status: events.DoneStatus, usage: events.Usage | None) -> Event:
+        used = None if usage is None else [AGUITokenUsage(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            total_tokens=usage.input_tokens + usage.output_tokens,
+        )]
+        if status == "completed":
+            return AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id, outcome=AGUISuccess(), usage=used)
+        if status == "cancelled":  # a Stop is not a failure: the protocol's own outcome for it
+            return AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id, outcome=AGUICancelled(), usage=used)
+        if status == "interrupted":
+            return AGUIRunError(message=INTERRUPTED, code="interrupted", usage=used)
+        error = self._error
+        return AGUIRunError(message=error.message if error else "The reply failed.",
+                            code=error.code if error else "failed", usage=used)
+
+    def _message(self, seq: int) -> str:
+        """The current turn's assistant message id, minted at its first event."""
+        if self._turn is None:
+            self._turn = f"{self._reply}-{seq}" if self._turns else self._reply
             self._turns += 1
-        return self._message
+        return self._turn
 
     def _end_text(self) -> list[Event]:
-        if not self._text_open:
+        if self._text is None:
             return []
-        self._text_open = False
-        return [AGUITextMessageEnd(message_id=self._message)]  # type: ignore[arg-type]
+        ended, self._text = self._text, None
+        return [AGUITextMessageEnd(message_id=ended)]
 
     def _result(self, call_id: str, result: Any, seq: int, n: int = 0) -> AGUIToolCallResult:
         # A tool's structured result travels as its JSON text, as the protocol asks.
         content = result if isinstance(result, str) else _encode(result).decode()
-        return AGUIToolCallResult(message_id=f"{self._message_ids}-{seq}" + (f"-{n}" if n else ""),
+        return AGUIToolCallResult(message_id=f"{self._reply}-{seq}" + (f"-{n}" if n else ""),
                                   tool_call_id=call_id, content=content)
 
 
