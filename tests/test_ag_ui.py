@@ -241,3 +241,9 @@ def test_a_reply_cut_short_mid_tool_call_answers_the_call_and_says_how_it_ended(
     assert result["events"][-1] == last
     assistant = next(m for m in result["messages"] if m["role"] == "assistant")
     assert assistant["content"] == "On it." and assistant["toolCalls"][0]["id"] == "call-1"
+
+
+def test_run_started_echoes_the_parent_run(client):
+    response = client.post("/api/alice/ag-ui", json={**VALID, "parentRunId": "run-0"}, headers=auth("alice"))
+    first = json.loads(response.content.split(b"\n\n")[0].removeprefix(b"data: "))
+    assert first["type"] == "RUN_STARTED" and first["parentRunId"] == "run-0" and first["protocolVersion"] == "1.0"
