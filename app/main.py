@@ -35,6 +35,7 @@ from domain.errors import ChatError
 from domain.limits import Limits
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.runs import RunManager, RunSettings
+from transports.ag_ui import AGUIController
 from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
@@ -138,8 +139,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api = Router(
         path="/api/{user_id:str}",
         route_handlers=[
-            SSEController, ChatController, ConversationController, TaskController, AISDKController, chat_socket,
-            ai_sdk_socket,
+            SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
+            chat_socket, ai_sdk_socket,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],

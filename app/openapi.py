@@ -26,6 +26,7 @@ A Todo assistant that streams its replies.
   `GET /api/{user_id}/runs/{run_id}/events`.
 * **ChatKit**: `POST /chatkit` speaks the OpenAI ChatKit server protocol.
 * **AI SDK**: `POST /api/{user_id}/ai-sdk/chat` (UI message stream v1) for `useChat`.
+* **AG-UI**: `POST /api/{user_id}/ag-ui` (AG-UI 1.0 events over SSE) for `HttpAgent` and CopilotKit.
 * **WebSocket**: `/api/{user_id}/ws`, and `/api/{user_id}/ai-sdk/ws` for the AI SDK's
   `WebSocketChatTransport`; their frames are documented in the AsyncAPI document at
   [/schema/asyncapi.json](/schema/asyncapi.json).

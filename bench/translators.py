@@ -1,5 +1,6 @@
 """What a protocol translator costs: server CPU per text event of the same long reply streamed
-over the plain SSE route, the AI SDK route and ChatKit, one reply after another, in one run.
+over the plain SSE route, the AI SDK route, the AG-UI route and ChatKit, one reply after another,
+in one run.
 
     .venv/bin/python -m bench.translators [--replies 20] [--words 2000]
 """
@@ -15,7 +16,10 @@ from bench.procstat import cpu_seconds
 from bench.server import running_server, token
 
 
-TEXT_MARKER = {"sse": b'"type":"text"', "ai-sdk": b'"type":"text-delta"', "chatkit": b'"type":"assistant_message.content_part.text_delta"'}
+TEXT_MARKER = {
+    "sse": b'"type":"text"', "ai-sdk": b'"type":"text-delta"', "ag-ui": b'"type":"TEXT_MESSAGE_CONTENT"',
+    "chatkit": b'"type":"assistant_message.content_part.text_delta"',
+}
 
 
 def route(url: str, name: str, words: int) -> tuple[str, str, dict]:
@@ -25,6 +29,10 @@ def route(url: str, name: str, words: int) -> tuple[str, str, dict]:
     if name == "ai-sdk":
         return "POST", f"{url}/api/bench/ai-sdk/chat", {
             "id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": message}]}]
+        }
+    if name == "ag-ui":
+        return "POST", f"{url}/api/bench/ag-ui", {
+            "threadId": "t", "runId": "r", "messages": [{"id": "u", "role": "user", "content": message}]
         }
     return "POST", f"{url}/chatkit", {
         "type": "threads.create",
@@ -44,6 +52,8 @@ def measure(url: str, pid: int, name: str, replies: int, words: int) -> dict:
             if name == "ai-sdk":
                 body["id"] = f"c{n}"  # a new chat each time, as the other routes start one
                 body["messages"][0]["id"] = f"u{n}"  # and a new message: the same one again is a retry
+            if name == "ag-ui":
+                body["threadId"], body["runId"] = f"t{n}", f"r{n}"  # a new thread; the same run again is a retry
             response = http.request(method, target, json=body)
             events += response.content.count(TEXT_MARKER[name])
         spent = cpu_seconds(pid) - before
@@ -56,7 +66,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=2000)
     args = parser.parse_args()
     with running_server() as (url, process):
-        results = [measure(url, process.pid, name, args.replies, args.words) for name in ("sse", "ai-sdk", "chatkit")]
+        results = [measure(url, process.pid, name, args.replies, args.words)
+                   for name in ("sse", "ai-sdk", "ag-ui", "chatkit")]
     base = results[0]["server_cpu_us_per_event"]
     for result in results:
         result["vs_plain_sse"] = round(result["server_cpu_us_per_event"] / base, 2)

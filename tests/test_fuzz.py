@@ -41,6 +41,7 @@ from app.main import create_app
 from app.settings import Settings
 from domain.events import Event
 from tests.conftest import auth, fetch_rows, token_for
+from transports import ag_ui
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 TABLES = ("conversation", "message", "task", "run", "run_event")
@@ -126,6 +127,8 @@ def assert_events_decode(body: bytes, path: str) -> None:
     for payload in data:
         if path == "/chatkit":  # each a ChatKit event; tests/test_chatkit.py checks them in depth
             assert isinstance(msgspec.json.decode(payload).get("type"), str), payload
+        elif path.endswith("/ag-ui"):  # AG-UI events; tests/test_ag_ui.py has the client check them
+            msgspec.json.decode(payload, type=ag_ui.Event)
         else:
             msgspec.json.decode(payload, type=Event)
 

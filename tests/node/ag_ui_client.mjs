@@ -1,0 +1,42 @@
+// AG-UI's own client against a live server: HttpAgent.runAgent, whose pipeline validates every
+// event against the protocol's schema (enforceEvents) and checks their order (verifyEvents)
+// before any subscriber sees it; a violation rejects runAgent. Prints one JSON line of results.
+//   node ag_ui_client.mjs <base url> <token> send|abort|cancel <thread id> <text> [run id]
+// abort: the client aborts its request (Stop); cancel: the run is stopped from elsewhere
+// (POST …/runs/{id}/cancel, the id from RUN_STARTED's metadata) while the client reads on.
+import { HttpAgent } from "@ag-ui/client";
+
+const [, , base, token, mode, threadId, text, runId] = process.argv;
+const user = JSON.parse(Buffer.from(token.split(".")[1], "base64url")).sub;
+const agent = new HttpAgent({
+  url: `${base}/api/${user}/ag-ui`,
+  headers: { Authorization: `Bearer ${token}` },
+  threadId,
+});
+agent.addMessage({ id: `u-${Date.now()}`, role: "user", content: text });
+
+const events = [];
+const errors = [];
+let outcome = null;
+let stopped = false;
+try {
+  await agent.runAgent(runId ? { runId } : {}, {
+    onEvent: ({ event }) => {
+      events.push(event);
+      // Stopped once the first words arrived, as a user presses Stop.
+      if (event.type === "TEXT_MESSAGE_CONTENT" && !stopped) {
+        stopped = true;
+        if (mode === "abort") agent.abortRun();
+        if (mode === "cancel") {
+          const run = events[0].metadata.serverRunId;
+          fetch(`${base}/api/${user}/runs/${run}/cancel`, { method: "POST", headers: agent.headers });
+        }
+      }
+    },
+    onRunFinishedEvent: (params) => { outcome = params.outcome; },
+  });
+} catch (error) {
+  errors.push(String(error));
+}
+const reply = agent.messages.filter((m) => m.role === "assistant").map((m) => m.content ?? "").join("");
+console.log(JSON.stringify({ events, errors, outcome, reply, messages: agent.messages }));
