@@ -3,12 +3,13 @@ decision (SSE route or WebSocket frame) starts the continuation from the stored 
 
 from __future__ import annotations
 
+import httpx
 import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from app.main import create_app
-from tests.conftest import auth, count_rows, token_for
+from tests.conftest import ServerProcess, auth, count_rows, token_for
 from tests.fake_openai import FakeOpenAI, Reply, ToolCall
 from tests.sse import parse_frames, text_of
 
@@ -176,3 +177,28 @@ def test_approval_over_the_websocket(client):
         error = ws.receive_json()
         assert error["type"] == "error" and error["code"] == "already_decided"
     assert titles(client) == []
+
+
+def test_a_restart_between_the_request_and_the_decision_resumes_the_stored_state(approving):
+    """kill -9 after the run asked; another process answers the decision from the database."""
+    first = ServerProcess(approving, TOOL_APPROVAL="delete_task")
+    try:
+        with httpx.Client(base_url=first.url, headers=auth("alice"), timeout=30) as http:
+            added = parse_frames(http.post("/api/alice/chat/stream", json={"message": "add buy milk"}).content)
+            conversation = added[0]["conversation_id"]
+            events = parse_frames(http.post("/api/alice/chat/stream", json={
+                "message": "delete buy milk", "conversation_id": conversation}).content)
+    finally:
+        first.stop()
+    request = next(e for e in events if e["type"] == "approval_request")
+    restarted = ServerProcess(approving, TOOL_APPROVAL="delete_task")
+    try:
+        with httpx.Client(base_url=restarted.url, headers=auth("alice"), timeout=30) as http:
+            response = http.post(f"/api/alice/runs/{events[0]['run_id']}/approvals",
+                                 json={"call_id": request["call_id"], "approve": True})
+            continuation = parse_frames(response.content)
+            tasks = http.get("/api/alice/tasks").json()
+    finally:
+        restarted.stop()
+    assert continuation[-1]["status"] == "completed" and "Deleted" in text_of(continuation)
+    assert tasks == []
