@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from app.settings import SettingsError, load_settings
+from app.startup import check_database, check_port
 from app.uvicorn_batched_websocket import BatchingWebSocketProtocol
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Each worker runs its own replies: a cancel or resume landing on another worker
         # needs the broker, which needs PostgreSQL or Redis.
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
+    check_database(settings)
+    check_port(args.host, args.port)
     uvicorn.run(
         "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
         log_level=settings.log_level.lower(), **UVICORN_OPTIONS,
@@ -61,8 +64,11 @@ def serving_app() -> Litestar:
 def _migrate(args: argparse.Namespace) -> int:
     from domain.database import close_database, open_database
 
+    settings = load_settings()
+    check_database(settings)
+
     async def run() -> None:
-        await close_database(await open_database(load_settings().database))
+        await close_database(await open_database(settings.database))
 
     asyncio.run(run())
     print("database is up to date")
