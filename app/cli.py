@@ -37,6 +37,8 @@ UVICORN_OPTIONS = dict(
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.logs import uvicorn_log_config
+
     os.environ.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     settings = load_settings()  # fail here, naming the variable, before uvicorn starts
     if args.workers > 1 and not settings.redis_url and not settings.database.startswith("postgres"):
@@ -47,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     uvicorn.run(
         "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_level=settings.log_level.lower(), **UVICORN_OPTIONS,
+        log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format), **UVICORN_OPTIONS,
     )
     return 0
 

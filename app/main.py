@@ -10,7 +10,6 @@ from pathlib import Path
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -24,6 +23,7 @@ from app.errors import (
     undecodable_body_response,
 )
 from app.log_redaction import redact_server_logs
+from app.logs import logging_config
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
@@ -61,18 +61,6 @@ def _from_state(name: str) -> Provide:
         return state[name]
 
     return Provide(provide, sync_to_thread=False)
-
-
-def logging_config(level: str) -> LoggingConfig:
-    return LoggingConfig(
-        filters={"request_id": {"()": "app.request_id.RequestIdFilter"}},
-        formatters={"standard": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
-        handlers={
-            "console": {"class": "logging.StreamHandler", "formatter": "standard", "filters": ["request_id"]}
-        },
-        root={"handlers": ["console"], "level": level},
-        loggers={"litestar": {"level": "WARNING", "propagate": True}},
-    )
 
 
 def run_settings(settings: Settings) -> RunSettings:
@@ -169,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response,
         },
         middleware=[RequestIdMiddleware],
-        logging_config=logging_config(settings.log_level),
+        logging_config=logging_config(settings.log_level, settings.log_format),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),

@@ -21,7 +21,7 @@ from agents import Agent, RunConfig, Runner
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
-from domain import conversations, events, text
+from domain import conversations, events, log_context, text
 from domain.conversations import ToolRecord
 from domain.events import DoneStatus, Usage
 from domain.limits import Limits
@@ -217,6 +217,7 @@ class ActiveRun:
                       history: list[dict[str, Any]] | None) -> bytes:
         """Run the agent to its end, a Stop or a failure; the ``done`` event to close the log with."""
         self._began = True
+        log_context.enter_run(self.id, self.user_id)  # this task's log lines name the run and its user
         result = None
         deadline = asyncio.timeout(limits.max_run_duration_s)
         try:
@@ -262,6 +263,7 @@ class ActiveRun:
                 result.cancel()
                 u = result.context_wrapper.usage
                 self.usage = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+        logger.info("run %s %s", self.id, self.status)
         reported = self.usage if self.usage.input_tokens or self.usage.output_tokens else None
         self._seq += 1
         return events.encode(events.Done(run_id=self.id, seq=self._seq, status=self.status, usage=reported))
