@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.settings import SettingsError, load_settings
@@ -47,11 +51,35 @@ def _serve(args: argparse.Namespace) -> int:
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
     check_database(settings)
     check_port(args.host, args.port)
-    uvicorn.run(
-        "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format), **UVICORN_OPTIONS,
-    )
+    with metrics_directory(args.workers):
+        uvicorn.run(
+            "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format),
+            **UVICORN_OPTIONS,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """Workers share their metrics through files (prometheus_client's multi-process mode); the
+    variable must be set before a worker imports prometheus_client, and the directory start
+    empty: values of an earlier run would be added to this one's."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+    elif workers > 1:
+        with tempfile.TemporaryDirectory(prefix="chat-server-metrics-") as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            try:
+                yield
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    else:
+        yield
 
 
 def serving_app() -> Litestar:

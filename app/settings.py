@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
     public_url: str = "http://127.0.0.1:8000"
+    metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
 
     @property
     def database(self) -> str:
