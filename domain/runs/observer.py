@@ -8,7 +8,7 @@ the rest once per run, tool call or group commit).
 from __future__ import annotations
 
 Transport = str
-"""Which wire protocol started or streams a run: ``sse``, ``ai_sdk``, ``chatkit``, ``websocket``,
+"""Which wire protocol started or streams a run: ``sse``, ``ai_sdk``, ``ai_sdk_ws``, ``chatkit``, ``websocket``,
 ``rest``; ``other`` when a caller did not say."""
 
 
