@@ -46,7 +46,8 @@ def test_json_lines_parse_and_name_the_request_user_and_run(sqlite_settings):
     run_lines = [line for line in lines if line.get("run_id") == run_id]
     assert run_lines and all(line["user_id"] == "alice" and line["request_id"] == request_id
                              for line in run_lines)
-    access = [line for line in lines if line.get("request_id") == request_id and "POST /api/alice/chat" in line["message"]]
+    access = [line for line in lines
+              if line.get("request_id") == request_id and "POST /api/alice/chat" in line["message"]]
     assert len(access) == 1 and access[0]["user_id"] == "alice" and access[0]["level"] == "INFO"
     assert "token=[redacted]" in access[0]["message"]
 

@@ -224,7 +224,8 @@ class ActiveRun:
                 call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
                 result = text.clean_value(_json_value(sdk_event.item.output))
                 call = self.transcript.returned(call_id, result)
-                self.observer.tool_returned(call.name, "error" if isinstance(result, dict) and "error" in result else "ok")
+                refused = isinstance(result, dict) and "error" in result  # how the tools say no
+                self.observer.tool_returned(call.name, "error" if refused else "ok")
                 self._emit(events.ToolResult, call_id=call_id, name=call.name, result=result)
 
     def _first_said(self, text: bool) -> None:
