@@ -28,6 +28,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.params import FromPath
 
 from app.settings import Settings
+from domain import log_context
 from domain.limits import check_user_id
 from domain.errors import AuthError, InvalidInput, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
@@ -200,6 +201,11 @@ class Authenticator:
 
     async def user_of(self, token: str) -> str:
         """The token's user; AuthError (401) unless it is valid, KeysUnavailable (503)."""
+        user = await self._user_of(token)
+        log_context.identify_user(user)  # every later log line of this request names its user
+        return user
+
+    async def _user_of(self, token: str) -> str:
         now = time.time()
         known = self._verified.get(token)
         if known is not None and now < known.until:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.settings import SettingsError, load_settings
+from app.startup import check_database, check_port
 from app.uvicorn_batched_websocket import BatchingWebSocketProtocol
 
 if TYPE_CHECKING:
@@ -36,17 +41,45 @@ UVICORN_OPTIONS = dict(
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.logs import uvicorn_log_config
+
     os.environ.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     settings = load_settings()  # fail here, naming the variable, before uvicorn starts
     if args.workers > 1 and not settings.redis_url and not settings.database.startswith("postgres"):
         # Each worker runs its own replies: a cancel or resume landing on another worker
         # needs the broker, which needs PostgreSQL or Redis.
         raise SettingsError("--workers > 1 needs DATABASE_URL=postgresql://… or REDIS_URL")
-    uvicorn.run(
-        "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_level=settings.log_level.lower(), **UVICORN_OPTIONS,
-    )
+    check_database(settings)
+    check_port(args.host, args.port)
+    with metrics_directory(args.workers):
+        uvicorn.run(
+            "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format),
+            **UVICORN_OPTIONS,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """Workers share their metrics through files (prometheus_client's multi-process mode); the
+    variable must be set before a worker imports prometheus_client, and the directory start
+    empty: values of an earlier run would be added to this one's."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+    elif workers > 1:
+        with tempfile.TemporaryDirectory(prefix="chat-server-metrics-") as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            try:
+                yield
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    else:
+        yield
 
 
 def serving_app() -> Litestar:
@@ -61,8 +94,11 @@ def serving_app() -> Litestar:
 def _migrate(args: argparse.Namespace) -> int:
     from domain.database import close_database, open_database
 
+    settings = load_settings()
+    check_database(settings)
+
     async def run() -> None:
-        await close_database(await open_database(load_settings().database))
+        await close_database(await open_database(settings.database))
 
     asyncio.run(run())
     print("database is up to date")

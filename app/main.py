@@ -10,7 +10,6 @@ from pathlib import Path
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -24,6 +23,8 @@ from app.errors import (
     undecodable_body_response,
 )
 from app.log_redaction import redact_server_logs
+from app.logs import logging_config
+from app.metrics import HTTP, ChatMetrics, metrics_route
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
@@ -65,18 +66,6 @@ def _from_state(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-def logging_config(level: str) -> LoggingConfig:
-    return LoggingConfig(
-        filters={"request_id": {"()": "app.request_id.RequestIdFilter"}},
-        formatters={"standard": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
-        handlers={
-            "console": {"class": "logging.StreamHandler", "formatter": "standard", "filters": ["request_id"]}
-        },
-        root={"handlers": ["console"], "level": level},
-        loggers={"litestar": {"level": "WARNING", "propagate": True}},
-    )
-
-
 def run_settings(settings: Settings) -> RunSettings:
     return RunSettings(
         tracing=settings.openai_agents_tracing, lease_s=settings.run_lease_s,
@@ -115,14 +104,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if backend := broker_backend(settings):
                 broker_name, channels = backend[0], channels_plugin(backend[1])
                 broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
+            metrics = ChatMetrics(model=provider.model_name)
+            await stack.enter_async_context(metrics.flushing())
             runs = RunManager(
                 db, run_store(db), todo_agent(model, model_settings, ApprovalPolicy.parse(settings.tool_approval)),
-                limits, run_settings(settings), broker,
+                limits, run_settings(settings), broker, observer=metrics,
             )
             await runs.open()
             stack.push_async_callback(runs.close)
             authenticator = Authenticator.from_settings(settings)
-            app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider)
+            app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider, metrics=metrics)
             log.info("model: %s (%s, %s api%s); tracing %s; database: %s; broker: %s", provider.name,
                      provider.model_name, provider.api, f" at {provider.base_url}" if provider.base_url else "",
                      "on" if settings.openai_agents_tracing else "off", db.engine_type,
@@ -147,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[
-            api, ChatKitController, health, explorer_assets(), asyncapi_document,
+            api, ChatKitController, health, metrics_route(settings.metrics_token), explorer_assets(), asyncapi_document,
             chat_page, create_static_files_router(
                 "/static", [STATIC_DIR], name="page_static",
                 # A path the file system cannot even look up (a NUL in it) names no file.
@@ -171,8 +162,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             **{kind: database_unreachable_response for kind in UNREACHABLE},
             HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response,
         },
-        middleware=[RequestIdMiddleware],
-        logging_config=logging_config(settings.log_level),
+        middleware=[RequestIdMiddleware, HTTP.middleware],
+        logging_config=logging_config(settings.log_level, settings.log_format),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
-from contextvars import ContextVar
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+from domain import log_context
+
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -33,14 +32,8 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        token = REQUEST_ID.set(request_id)
+        token = log_context.open_request(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            REQUEST_ID.reset(token)
-
-
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
-        return True
+            log_context.close_request(token)

@@ -51,7 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_followers_per_user: Positive = 32  # open streams and socket subscriptions of one user at once
     send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # a client that reads nothing this long is dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
     public_url: str = "http://127.0.0.1:8000"
+    metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
 
     @property
     def database(self) -> str:

@@ -8,6 +8,7 @@ import fcntl
 import io
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,18 +39,74 @@ class DatabaseUrlError(ValueError):
     pass
 
 
-def engine_for(url: str) -> Engine:
-    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://…``."""
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
+class DatabaseUnreachable(ConnectionError):
+    """The database a valid URL names could not be opened; the message names where, never a secret."""
+
+
+def _parse(url: str) -> tuple[str, str]:
+    """``("sqlite", path)`` or ``("postgres", url)``: the one reading of a database URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here, not deep in the driver
+    except ValueError as exc:
+        raise DatabaseUrlError(f"not a URL ({exc})") from None
+    if parts.scheme == "sqlite":
         path = url.removeprefix("sqlite://").removeprefix("/")
         if not path or path == ":memory:":
             raise DatabaseUrlError("sqlite URLs need a file path, e.g. sqlite:///data/chat.sqlite3")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return InlineSQLiteEngine(path=path)
-    if scheme in ("postgres", "postgresql"):
-        return PostgresEngine(config={"dsn": url})
-    raise DatabaseUrlError(f"unsupported database URL scheme {scheme!r} (use sqlite:// or postgresql://)")
+        return "sqlite", path
+    if parts.scheme in ("postgres", "postgresql"):
+        return "postgres", url
+    raise DatabaseUrlError(f"unsupported database URL scheme {parts.scheme!r} (use sqlite:// or postgresql://)")
+
+
+def engine_for(url: str) -> Engine:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://…``."""
+    kind, target = _parse(url)
+    if kind == "sqlite":
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        return InlineSQLiteEngine(path=target)
+    return PostgresEngine(config={"dsn": target})
+
+
+async def probe(url: str, timeout_s: float = 10.0) -> None:
+    """Open the database once and leave: ``DatabaseUrlError`` or ``DatabaseUnreachable`` in one
+    line, before a server starts (the engines' own failures are long tracebacks)."""
+    kind, target = _parse(url)
+    where = _location(kind, target)
+    try:
+        if kind == "postgres":
+            connection = await asyncpg.connect(target, timeout=timeout_s)
+            await connection.close()
+        else:
+            await asyncio.to_thread(_open_sqlite, target)
+    except ValueError as exc:  # asyncpg's reading of the URL's options (sslmode=…)
+        raise DatabaseUrlError(_one_line(exc)) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
+        raise DatabaseUnreachable(f"cannot open the database at {where}: {_one_line(exc)}") from None
+
+
+def _open_sqlite(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA schema_version")
+    finally:
+        connection.close()
+
+
+def _location(kind: str, target: str) -> str:
+    """Where a URL points, without its user or password."""
+    if kind == "sqlite":
+        return target
+    parts = urlsplit(target)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname or 'localhost'}{port}{parts.path or '/'}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def bind(engine: Engine) -> None:

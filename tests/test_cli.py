@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -60,3 +61,43 @@ def test_an_invalid_setting_stops_start_up_naming_the_variable(tmp_path):
     done = chat_server("serve", "--port", "1", MAX_MESSAGE_BYTES="lots", DATA_DIR=str(tmp_path))
     assert done.returncode == 2
     assert "MAX_MESSAGE_BYTES" in done.stderr
+
+
+def one_line(done: subprocess.CompletedProcess) -> str:
+    """What a start-up failure prints: a single line on stderr, nothing before it, exit 2."""
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_a_malformed_database_url_stops_start_up_in_one_line(tmp_path):
+    line = one_line(chat_server("serve", "--port", "0", DATABASE_URL="postgres//db.internal/chat",
+                                DATA_DIR=str(tmp_path)))
+    assert line.startswith("chat-server: DATABASE_URL is not a database URL")
+
+
+def test_an_unreachable_database_stops_start_up_in_one_line_without_its_password(tmp_path):
+    with socket.socket() as closed:  # bound, never listening: a connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        line = one_line(chat_server("serve", "--port", "0", DATA_DIR=str(tmp_path),
+                                    DATABASE_URL=f"postgresql://chat:hunter2@127.0.0.1:{port}/chat"))
+    assert f"cannot open the database at 127.0.0.1:{port}/chat" in line
+    assert "DATABASE_URL" in line
+    assert "hunter2" not in line and "version" not in line
+
+
+def test_a_port_in_use_stops_start_up_in_one_line_before_any_link_is_printed(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line(chat_server("serve", "--port", str(port), DATA_DIR=str(tmp_path), JWT_SECRET=""))
+    assert line == f"chat-server: port {port} on 127.0.0.1 is already in use (choose another with --port)"
+
+
+def test_migrate_names_a_malformed_database_url_in_one_line(tmp_path):
+    line = one_line(chat_server("migrate", DATABASE_URL="mysql://db/chat", DATA_DIR=str(tmp_path)))
+    assert "DATABASE_URL" in line and "'mysql'" in line

@@ -29,6 +29,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from domain import conversations, events
 from domain.errors import AlreadyStarted, InvalidInput, NotFound
 from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_result
+from domain.runs.observer import Transport
 from transports.event_stream import EventStream
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
 from transports.sse import PING, SSE_HEADERS, data_frames, following
@@ -183,12 +184,13 @@ class ChunkTranslator:
         return [UITextEnd(id=ended)]
 
 
-async def ui_frames(subscription: Subscription) -> AsyncIterator[bytes]:
-    translator = ChunkTranslator()
+async def ui_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
+    translator, streamed = ChunkTranslator(), runs.observer.streamed
     async for batch in subscription:
         if not batch:
             yield PING
             continue
+        streamed("ai_sdk", len(batch))
         chunks = [chunk for payload in batch for chunk in translator.translate(events.decode(payload))]
         if chunks:
             yield data_frames(map(_encode, chunks))
@@ -213,7 +215,7 @@ def newest_user_text(messages: list[UIMessage]) -> UIMessage:
 
 
 async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[UIMessage], trigger: Trigger,
-                      on_leave: OnLeave, *, idle: bool = True) -> Subscription:
+                      on_leave: OnLeave, *, idle: bool = True, transport: Transport = "ai_sdk") -> Subscription:
     """The reply a send asks for, followed: the newest user message answered (or, on
     regenerate, the last one answered again); the same UI message sent twice follows the
     reply it started."""
@@ -223,7 +225,7 @@ async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[
             said = conversation and await conversations.last_user_message_id(conversation)
             if not said:
                 raise NotFound("No such chat.")
-            run = await runs.start(user, "", conversation, again=said)
+            run = await runs.start(user, "", conversation, again=said, transport=transport)
         else:
             message = newest_user_text(messages)
             text = "".join(part.text or "" for part in message.parts if part.type == "text")
@@ -231,6 +233,7 @@ async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[
                 user, text, conversation, client_conversation_id=None if conversation else chat_id,
                 # A UI message id is unique within its chat: scoped by the chat, it names one send.
                 client_message_id=key if len(key := f"{chat_id}/{message.id}") <= 64 else None,
+                transport=transport,
             )
         return runs.subscribe(run, on_leave=on_leave, idle=idle)
     except AlreadyStarted as sent:
@@ -262,7 +265,7 @@ class AISDKController(Controller):
     ) -> EventStream:
         on_leave: OnLeave = "stop" if data.on_disconnect == "stop" else "continue"
         subscription = await start_reply(runs, user, data.id, data.messages, data.trigger, on_leave)
-        return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_frames(runs, subscription), UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
@@ -277,4 +280,4 @@ class AISDKController(Controller):
         subscription = await running_reply(runs, user, chat_id)
         if subscription is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        return following(runs, subscription, ui_frames(subscription), UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_frames(runs, subscription), UI_STREAM_HEADERS)

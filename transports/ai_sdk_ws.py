@@ -135,7 +135,7 @@ class _UISession(SocketSession):
             await self._authorize(request.headers)
             if isinstance(request, SendRequest):
                 subscription = await start_reply(self.runs, self.user, request.id, request.messages, request.trigger,
-                                                 on_leave="continue", idle=False)
+                                                 on_leave="continue", idle=False, transport="ai_sdk_ws")
                 self._stream(request.request_id, subscription, after=-1)
             else:
                 subscription = await running_reply(self.runs, self.user, request.id, idle=False)
@@ -180,10 +180,11 @@ class _UISession(SocketSession):
 
     async def _frames(self, request_id: str, subscription: Subscription, after: int) -> AsyncIterator[list[bytes]]:
         """The run's chunks numbered from 0; those up to ``after`` the client has already."""
-        translator, sequence = ChunkTranslator(), -1
+        translator, sequence, streamed = ChunkTranslator(), -1, self.runs.observer.streamed
         try:
             yield [_encode(Started(request_id=request_id))]
             async for batch in subscription:
+                streamed("ai_sdk_ws", len(batch))
                 frames = []
                 for payload in batch:
                     for chunk in translator.translate(events.decode(payload)):

@@ -340,8 +340,9 @@ async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> Asyn
             # Titled from the first message: announced at once, so a Stop or a failure keeps it.
             head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
         yield frames(head)
-        translator = ReplyTranslator(run.conversation_id, run.message_id)
+        translator, streamed = ReplyTranslator(run.conversation_id, run.message_id), runs.observer.streamed
         async for batch in subscription:
+            streamed("chatkit", len(batch))
             out: list[StreamEvent] = []
             for payload in batch:
                 out += translator.translate(events.decode(payload))
@@ -357,7 +358,7 @@ async def message_stream(runs: RunManager, user: str, message: UserMessageInput,
     try:
         if message.attachments:
             raise InvalidInput("Attachments are not supported by this server.", field="attachments")
-        run = await runs.start(user, message_text(message.content), thread_id)
+        run = await runs.start(user, message_text(message.content), thread_id, transport="chatkit")
     except ChatError as exc:
         yield chat_error_frame(exc)
         return
@@ -370,7 +371,7 @@ async def retry_stream(runs: RunManager, user: str, thread_id: str, item_id: str
     """``threads.retry_after_item``: answer that user message again. What followed it is
     dropped; the client drops those items itself (the reference sends no ``removed`` events)."""
     try:
-        run = await runs.start(user, "", thread_id, again=item_id)
+        run = await runs.start(user, "", thread_id, again=item_id, transport="chatkit")
     except ChatError as exc:
         yield chat_error_frame(exc)
         return

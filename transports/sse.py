@@ -53,15 +53,21 @@ def following(runs: RunManager, subscription: Subscription, frames: AsyncIterato
     return EventStream(frames, headers=headers, on_close=subscription.aclose, send_timeout_s=runs.limits.send_timeout_s)
 
 
-async def plain_frames(subscription: Subscription) -> AsyncIterator[bytes]:
-    async for batch in subscription:
-        yield data_frames(batch) if batch else PING
-
-
-async def resume_frames(subscription: Subscription) -> AsyncIterator[bytes]:
-    seq = subscription.first_seq
+async def plain_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
+    streamed = runs.observer.streamed
     async for batch in subscription:
         if batch:
+            streamed("sse", len(batch))
+            yield data_frames(batch)
+        else:
+            yield PING
+
+
+async def resume_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
+    seq, streamed = subscription.first_seq, runs.observer.streamed
+    async for batch in subscription:
+        if batch:
+            streamed("sse", len(batch))
             yield id_data_frames(batch, seq)
             seq += len(batch)
         else:
@@ -86,11 +92,12 @@ class SSEController(Controller):
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
     ) -> EventStream:
         try:
-            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id)
+            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id,
+                                   transport="sse")
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
         except AlreadyStarted as sent:  # a retried send: its reply from the start
             subscription = await runs.follow(user, sent.run_id)
-        return following(runs, subscription, plain_frames(subscription))
+        return following(runs, subscription, plain_frames(runs, subscription))
 
     @post(
         "/runs/{run_id:str}/approvals",
@@ -107,11 +114,11 @@ class SSEController(Controller):
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], run_id: FromPath[str],
         data: JSONBody[ApprovalDecision],
     ) -> EventStream | Response[Waiting]:
-        decided = await runs.decide(user, run_id, Decision(data.call_id, data.approve, data.reason))
+        decided = await runs.decide(user, run_id, Decision(data.call_id, data.approve, data.reason), transport="sse")
         if isinstance(decided, list):
             return Response(Waiting(waiting_for=decided), status_code=HTTP_202_ACCEPTED)
         subscription = runs.subscribe(decided, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
-        return following(runs, subscription, plain_frames(subscription))
+        return following(runs, subscription, plain_frames(runs, subscription))
 
     @get(
         "/runs/{run_id:str}/events",
@@ -133,4 +140,4 @@ class SSEController(Controller):
     ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
         subscription = await runs.follow(user, run_id, start)
-        return following(runs, subscription, resume_frames(subscription))
+        return following(runs, subscription, resume_frames(runs, subscription))

@@ -23,6 +23,7 @@ from domain.approvals import Decision
 from domain.errors import AlreadyStarted, AuthError, ChatError, InvalidInput, KeysUnavailable
 from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
+from domain.runs.observer import Transport
 from transports.asgi_extensions import SEND_TEXTS
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,12 @@ class SocketSession:
             reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
             raise InvalidFrame("invalid_frame", f"Invalid frame: {reason}") from None
 
-    def forward(self, key: str, subscription: Subscription, frames: AsyncIterator[list[bytes]]) -> None:
-        """Send ``frames`` read from ``subscription``, one task per key (a second replaces it)."""
+    def forward(self, key: str, subscription: Subscription, frames: AsyncIterator[list[bytes]],
+                events_of: Transport | None = None) -> None:
+        """Send ``frames`` read from ``subscription``, one task per key (a second replaces it);
+        with ``events_of``, each frame is a chat event, counted as that transport's."""
         self.stop_forwarding(key)
-        task = asyncio.create_task(self._forward(subscription, frames))
+        task = asyncio.create_task(self._forward(subscription, frames, events_of))
         # Cancelled before its first step, the task never runs its finally: close it here too.
         task.add_done_callback(lambda _: asyncio.ensure_future(subscription.aclose()))
         self._forwarders[key] = task
@@ -173,9 +176,13 @@ class SocketSession:
         if previous is not None:
             previous.cancel()
 
-    async def _forward(self, subscription: Subscription, frames: AsyncIterator[list[bytes]]) -> None:
+    async def _forward(self, subscription: Subscription, frames: AsyncIterator[list[bytes]],
+                       events_of: Transport | None) -> None:
+        streamed = self.runs.observer.streamed
         try:
             async for batch in frames:
+                if events_of is not None:
+                    streamed(events_of, len(batch))
                 await self.send(batch)
         except OSError:
             pass  # the socket went away; the run goes on
@@ -208,7 +215,7 @@ class _Session(SocketSession):
             if isinstance(frame, ChatFrame):
                 try:
                     run = await self.runs.start(self.user, frame.message, frame.conversation_id,
-                                                client_message_id=frame.client_message_id)
+                                                client_message_id=frame.client_message_id, transport="websocket")
                     self.follow(self.runs.subscribe(run, on_leave="continue", idle=False))
                 except AlreadyStarted as sent:
                     self.follow(await self.runs.follow(self.user, sent.run_id, idle=False))
@@ -217,7 +224,8 @@ class _Session(SocketSession):
             elif isinstance(frame, ResumeFrame):
                 self.follow(await self.runs.follow(self.user, frame.run_id, frame.after, idle=False))
             elif isinstance(frame, ApprovalFrame):
-                decided = await self.runs.decide(self.user, frame.run_id, Decision(frame.call_id, frame.approve, frame.reason))
+                decision = Decision(frame.call_id, frame.approve, frame.reason)
+                decided = await self.runs.decide(self.user, frame.run_id, decision, transport="websocket")
                 if isinstance(decided, list):
                     await self.send([_encode(ApprovalWaiting(run_id=frame.run_id, waiting_for=decided))])
                 else:  # the continuation: its events on this socket
@@ -233,7 +241,7 @@ class _Session(SocketSession):
             await self.error(exc.code, exc.message, getattr(frame, "run_id", None))
 
     def follow(self, subscription: Subscription) -> None:
-        self.forward(subscription.run_id, subscription, subscription)
+        self.forward(subscription.run_id, subscription, subscription, events_of="websocket")
 
 
 async def _authenticate(socket: WebSocket, authenticator: TokenVerifier, user_id: str) -> bool:

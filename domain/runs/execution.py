@@ -11,6 +11,7 @@ import asyncio
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -21,13 +22,14 @@ from agents import Agent, RunConfig, Runner, RunState
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
-from domain import conversations, events, text
+from domain import conversations, events, log_context, text
 from domain.approvals import PendingCall, declined
 from domain.conversations import ToolRecord
 from domain.events import DoneStatus, Usage
 from domain.limits import Limits
 from domain.runs.failures import classify
 from domain.runs.log import RunLog
+from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.store import Continuation, FinishedRun, NewRun, RunRecord, now
 from domain.tools import TodoContext
 
@@ -130,7 +132,8 @@ class ActiveRun:
     the group commit) and reaches the log, so any reader, only once the store has it. Its
     ``start`` was stored with the run."""
 
-    def __init__(self, new: NewRun, user_id: str, on_event: Callable[[], None]):
+    def __init__(self, new: NewRun, user_id: str, on_event: Callable[[], None], observer: RunObserver = NO_OBSERVER,
+                 transport: Transport = "other", asked_at: float | None = None):
         self.id = new.run_id
         self.user_id = user_id
         self.conversation_id = new.conversation_id
@@ -152,11 +155,18 @@ class ActiveRun:
         self._began = False
         self.pending: list[PendingCall] = []  # calls waiting for approval, once it ends so
         self._state: str | None = None  # the agent's state they resume from
+        # Monitoring: waits are measured from when the start was asked for (time.perf_counter).
+        self.observer = observer
+        self.transport = transport
+        self._asked_at = time.perf_counter() if asked_at is None else asked_at
+        self._said_anything = False
+        self._stop_asked_at: float | None = None
 
     # -- control ----------------------------------------------------------------------------
 
     def launch(self, execution: Any, name: str) -> None:
         self._task = asyncio.create_task(execution, name=name)
+        self.observer.run_started(self.transport)
 
     @property
     def task(self) -> asyncio.Task[None]:
@@ -168,6 +178,7 @@ class ActiveRun:
         """Stop the model and any running tool now; the run still ends with ``done``."""
         if self._stop_reason is None and not self.finished.is_set() and self._task is not None:
             self._stop_reason = reason
+            self._stop_asked_at = time.perf_counter()
             # A task cancelled before its first step never runs its body (no done, no save):
             # one that has not begun sees the reason when it does.
             if self._began:
@@ -176,6 +187,8 @@ class ActiveRun:
     # -- events -----------------------------------------------------------------------------
 
     def _emit(self, kind: type[events.Event], **fields: Any) -> events.Event:
+        if not self._said_anything:
+            self._first_said(text=False)
         self._seq += 1
         event = kind(run_id=self.id, seq=self._seq, **fields)
         self._unsaved.append(events.encode(event))
@@ -201,6 +214,8 @@ class ActiveRun:
                 except UnicodeEncodeError:  # a lone surrogate from the provider
                     delta = text.clean(delta)
                     payload = events.encode(events.Text(run_id=self.id, seq=self._seq, content=delta))
+                if not self.transcript.text:
+                    self._first_said(text=True)
                 self.transcript.text.append(delta)
                 self._unsaved.append(payload)
                 self._on_event()
@@ -216,7 +231,18 @@ class ActiveRun:
                 call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
                 result = text.clean_value(_json_value(sdk_event.item.output))
                 call = self.transcript.returned(call_id, result)
+                refused = isinstance(result, dict) and "error" in result  # how the tools say no
+                self.observer.tool_returned(call.name, "error" if refused else "ok")
                 self._emit(events.ToolResult, call_id=call_id, name=call.name, result=result)
+
+    def _first_said(self, text: bool) -> None:
+        """The run's first event, or its first text: how long its user waited for it."""
+        waited = time.perf_counter() - self._asked_at
+        if not self._said_anything:
+            self._said_anything = True
+            self.observer.first_event(self.transport, waited)
+        if text:
+            self.observer.first_text(self.transport, waited)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -224,6 +250,7 @@ class ActiveRun:
                       history: list[dict[str, Any]] | None, resume: Continuation | None = None) -> bytes:
         """Run the agent to its end, a Stop or a failure; the ``done`` event to close the log with."""
         self._began = True
+        log_context.enter_run(self.id, self.user_id)  # this task's log lines name the run and its user
         result = None
         deadline = asyncio.timeout(limits.max_run_duration_s)
         try:
@@ -274,6 +301,10 @@ class ActiveRun:
                 result.cancel()
                 u = result.context_wrapper.usage
                 self.usage = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+        logger.info("run %s %s", self.id, self.status)
+        for _, tool in self.transcript.tools.values():
+            if tool.result is None:
+                self.observer.tool_returned(tool.name, "unfinished")
         reported = self.usage if self.usage.input_tokens or self.usage.output_tokens else None
         self._seq += 1
         return events.encode(events.Done(run_id=self.id, seq=self._seq, status=self.status, usage=reported))
@@ -314,6 +345,11 @@ class ActiveRun:
         """The last events, ``done`` among them, are stored: show them, and end the run."""
         self.log.extend(stored, last=True)
         self.finished.set()
+        status = self.status or "failed"
+        self.observer.run_finished(self.transport, status, self.error.code if self.error else None,
+                                   self.usage.input_tokens, self.usage.output_tokens)
+        if status == "cancelled" and self._stop_asked_at is not None:
+            self.observer.cancelled(time.perf_counter() - self._stop_asked_at)
 
     def outcome(self) -> FinishedRun:
         status = self.status or "failed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from domain.approvals import Decision, check_decision
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
 from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
 from domain.runs.execution import ActiveRun, RunReply, Transcript
+from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.reading import OnLeave, Subscription, stored_batches
 from domain.runs.store import AlreadySent, Continuation, NewRun, RunRecord, RunStore
 from domain.tools import TodoContext
@@ -54,6 +56,7 @@ class RunManager:
         limits: Limits = Limits(),
         settings: RunSettings = RunSettings(),
         broker: CancelBroker | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ):
         self.db = db  # the tools' database
         self.store = store
@@ -61,6 +64,7 @@ class RunManager:
         self.limits = limits
         self.settings = settings
         self.broker = broker
+        self.observer = observer  # monitoring (domain/runs/observer.py); runs and transports report to it
         self._active: dict[str, ActiveRun] = {}
         self._background: list[asyncio.Task[None]] = []
         self._unsaved = asyncio.Event()  # some active run has events the store has not
@@ -110,12 +114,14 @@ class RunManager:
     async def start(
         self, user_id: str, message: str, conversation_id: str | None = None, *, again: str | None = None,
         client_message_id: str | None = None, client_conversation_id: str | None = None,
+        transport: Transport = "other",
     ) -> ActiveRun:
         """Start a reply to ``message``, or with ``again`` (a user message id) answer that
         earlier message anew, dropping what followed it.
 
         A send that carries a ``client_message_id`` the user sent before is a retry: it gets
         the run that id started, when that runs here, or ``AlreadyStarted`` naming it."""
+        asked_at = time.perf_counter()  # monitoring: the user's wait for the first event begins
         if again is None:
             self.limits.check_message(message)
         if client_message_id is not None:
@@ -144,22 +150,23 @@ class RunManager:
             # written, launch it stopped, so it still ends with done and leaves no "running" row.
             def launch_stopped(done: asyncio.Future[NewRun]) -> None:
                 if not done.cancelled() and done.exception() is None:
-                    self._launch(done.result(), user_id).stop("cancelled")
+                    self._launch(done.result(), user_id, transport=transport, asked_at=asked_at).stop("cancelled")
 
             begin.add_done_callback(launch_stopped)
             raise
-        return self._launch(new, user_id, message if new.created_conversation else None)
+        return self._launch(new, user_id, message if new.created_conversation else None, transport, asked_at)
 
-    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None,
-                resume: Continuation | None = None) -> ActiveRun:
-        run = ActiveRun(new, user_id, self._unsaved.set)
+    def _launch(self, new: NewRun, user_id: str, first_message: str | None = None, transport: Transport = "other",
+                asked_at: float | None = None, resume: Continuation | None = None) -> ActiveRun:
+        run = ActiveRun(new, user_id, self._unsaved.set, self.observer, transport, asked_at)
         self._active[run.id] = run
         # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
         run.launch(self._execute(run, history, resume), name=f"run-{run.id}")
         return run
 
-    async def decide(self, user_id: str, run_id: str, decision: Decision) -> ActiveRun | list[str]:
+    async def decide(self, user_id: str, run_id: str, decision: Decision,
+                     transport: Transport = "other") -> ActiveRun | list[str]:
         """The user's decision on a call their run waits for: the continuation once every call
         of the run is decided, else the call ids still waiting."""
         check_decision(decision)
@@ -169,7 +176,7 @@ class RunManager:
         decided = await self.store.decide(user_id, run_id, decision, self.limits, self.agent.name)
         if decided.continuation is None:
             return decided.waiting_for
-        return self._launch(decided.continuation.new, user_id, resume=decided.continuation)
+        return self._launch(decided.continuation.new, user_id, transport=transport, resume=decided.continuation)
 
     async def cancel(self, user_id: str, run_id: str) -> None:
         run = self._active.get(run_id)
@@ -291,7 +298,9 @@ class RunManager:
         pause = 0.05
         while True:
             try:
+                began = time.perf_counter()
                 await save()
+                self.observer.committed(time.perf_counter() - began)
                 return
             except Exception:
                 logger.exception("could not store %s; retrying in %.2f s", what, pause)
