@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.auth import Authenticator, cors_config, provide_token_user, provide_user
-from app.broker import ChannelsCancelBroker, broker_backend, channels_plugin
+from app.broker import ChannelsBroker, broker_backend, channels_plugin
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
@@ -78,7 +78,7 @@ def logging_config(level: str) -> LoggingConfig:
 def run_settings(settings: Settings) -> RunSettings:
     return RunSettings(
         tracing=settings.openai_agents_tracing, lease_s=settings.run_lease_s,
-        ping_interval_s=settings.sse_ping_interval_s,
+        ping_interval_s=settings.sse_ping_interval_s, notice_poll_s=settings.follow_poll_s,
     )
 
 
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             broker = None
             if backend := broker_backend(settings):
                 broker_name, channels = backend[0], channels_plugin(backend[1])
-                broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
+                broker = ChannelsBroker(await stack.enter_async_context(channels))
             runs = RunManager(
                 db, run_store(db), todo_agent(model, model_settings), limits, run_settings(settings), broker
             )

@@ -9,11 +9,11 @@
 """
 
 from domain.runs.execution import ActiveRun, RunReply, ToolCallView, unfinished_tool_result
-from domain.runs.manager import CancelBroker, RunManager, RunSettings
+from domain.runs.manager import RunManager, RunSettings
 from domain.runs.reading import OnLeave, Subscription
 from domain.runs.store import RunStore
 
 __all__ = [
-    "ActiveRun", "CancelBroker", "OnLeave", "RunManager", "RunReply", "RunSettings", "RunStore", "Subscription",
+    "ActiveRun", "OnLeave", "RunManager", "RunReply", "RunSettings", "RunStore", "Subscription",
     "ToolCallView", "unfinished_tool_result",
 ]
