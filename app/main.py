@@ -37,6 +37,7 @@ from domain.runs import RunManager, RunSettings
 from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
+from transports.feed import user_events
 from transports.rest import ChatController, ConversationController, TaskController, health
 from transports.sse import SSEController
 from transports.websocket import chat_socket
@@ -137,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, chat_socket,
-            ai_sdk_socket,
+            ai_sdk_socket, user_events,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],

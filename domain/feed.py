@@ -22,7 +22,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
@@ -31,6 +30,7 @@ from domain.events import DoneStatus
 
 WINDOW_EVENTS = 256  # per user and instance
 WINDOW_S = 600.0
+MAX_ID_CHARS = 64  # ids are "<instance>.<n>"; a longer one names nothing
 MAX_PENDING = WINDOW_EVENTS  # a feed that reads nothing this far behind is told to reload instead
 
 
@@ -231,7 +231,3 @@ class Feed:
         for readers in list(self._readers.values()):
             for reader in list(readers):
                 reader.end()
-
-
-def decode_event(data: bytes) -> Any:
-    return msgspec.json.decode(data, type=FeedEvent)

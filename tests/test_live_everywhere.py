@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import ServerProcess, auth
+from tests.conftest import ServerProcess, auth, token_for
 from tests.test_scale_out import BROKERS, broker_env, shared_settings, ws_url
 
 __all__ = ["shared_settings"]  # a fixture, used by name
@@ -64,3 +64,145 @@ def test_a_follower_on_another_instance_sees_each_event_in_order_as_it_is_writte
     assert seen_on_a[-1] == {**seen_on_a[-1], "type": "done", "status": "completed"}
     assert seen_on_b == seen_on_a
     assert [e["seq"] for e in seen_on_b] == list(range(1, len(seen_on_b) + 1))
+
+
+class FeedStream:
+    """A feed read a few events at a time: one line iterator for the whole response."""
+
+    def __init__(self, response: httpx.Response):
+        assert response.status_code == 200, response.status_code
+        self.lines = response.aiter_lines()
+
+
+async def feed_events(feed: httpx.Response | FeedStream, count: int) -> list[dict]:
+    """The next ``count`` feed events, each with the ``id:`` it came with."""
+    if isinstance(feed, httpx.Response):
+        feed = FeedStream(feed)
+    got: list[dict] = []
+    entry_id = None
+    async for line in feed.lines:
+        if line.startswith("id: "):
+            entry_id = line.removeprefix("id: ")
+        elif line.startswith("data: "):
+            got.append({**json.loads(line.removeprefix("data: ")), "sse_id": entry_id})
+            entry_id = None
+            if len(got) == count:
+                return got
+    raise AssertionError(f"the feed ended after {got}")
+
+
+def kinds(events: list[dict]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def test_the_feed_on_another_instance_announces_a_run_started_there_and_only_to_its_user(pushed_instances):
+    a, b = pushed_instances
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=b.url, timeout=30) as http_b, \
+                http_b.stream("GET", "/api/alice/events", headers=auth("alice")) as alice_feed, \
+                http_b.stream("GET", "/api/bob/events", headers=auth("bob")) as bob_feed:
+            alice_feed, bob_feed = FeedStream(alice_feed), FeedStream(bob_feed)
+            async with websockets.connect(ws_url(a)) as alice_on_a:
+                await alice_on_a.send(json.dumps({"type": "chat", "message": "add buy milk"}))
+                start = json.loads(await alice_on_a.recv())
+                alice_sees = await asyncio.wait_for(feed_events(alice_feed, 2), 30)
+                # Announced on B while it runs on A: attach there and follow it to its end.
+                announced = alice_sees[1]["run_id"]
+                async with http_b.stream("GET", f"/api/alice/runs/{announced}/events",
+                                         headers=auth("alice")) as run:
+                    followed = [event async for event in sse_events(run)]
+                alice_sees += await asyncio.wait_for(feed_events(alice_feed, 2), 30)
+            async with websockets.connect(ws_url(a, "bob")) as bob_on_a:
+                await bob_on_a.send(json.dumps({"type": "chat", "message": "hello"}))
+                bob_start = json.loads(await bob_on_a.recv())
+                # Bob's feed, which heard nothing of Alice's, now starts with Bob's own change.
+                bob_sees = await asyncio.wait_for(feed_events(bob_feed, 2), 30)
+            return start, followed, alice_sees, bob_start, bob_sees
+
+    start, followed, alice_sees, bob_start, bob_sees = asyncio.run(scenario())
+    assert kinds(alice_sees) == ["conversation_created", "run_started", "task_added", "run_finished"]
+    assert alice_sees[0] == {**alice_sees[0], "conversation_id": start["conversation_id"], "title": "add buy milk"}
+    assert alice_sees[1] == {**alice_sees[1], "run_id": start["run_id"], "conversation_id": start["conversation_id"]}
+    assert alice_sees[2] == {**alice_sees[2], "title": "buy milk", "completed": False}
+    assert alice_sees[3] == {**alice_sees[3], "run_id": start["run_id"], "status": "completed"}
+    assert all(e["sse_id"] == e["id"] for e in alice_sees) and len({e["id"] for e in alice_sees}) == 4
+    assert followed[0]["seq"] == 1 and followed[-1] == {**followed[-1], "type": "done", "status": "completed"}
+    assert kinds(bob_sees) == ["conversation_created", "run_started"]
+    assert bob_sees[1]["run_id"] == bob_start["run_id"]
+
+
+def test_the_feed_resumes_after_last_event_id_on_another_instance(pushed_instances):
+    a, b = pushed_instances
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream("GET", f"{a.url}/api/alice/events", headers=auth("alice")) as feed_a:
+                async with websockets.connect(ws_url(a)) as on_a:
+                    await on_a.send(json.dumps({"type": "chat", "message": "add buy milk"}))
+                    seen = await asyncio.wait_for(feed_events(feed_a, 4), 30)
+            # The client lost its stream after the first event: it reconnects to B.
+            async with http.stream("GET", f"{b.url}/api/alice/events",
+                                   headers={**auth("alice"), "Last-Event-ID": seen[0]["id"]}) as resumed:
+                rest = await asyncio.wait_for(feed_events(resumed, 3), 30)
+            async with http.stream("GET", f"{b.url}/api/alice/events",
+                                   headers={**auth("alice"), "Last-Event-ID": "0000.1"}) as unknown:
+                too_old = await asyncio.wait_for(feed_events(unknown, 1), 30)
+            async with http.stream("GET", f"{b.url}/api/bob/events",
+                                   headers={**auth("bob"), "Last-Event-ID": seen[0]["id"]}) as foreign:
+                not_bobs = await asyncio.wait_for(feed_events(foreign, 1), 30)
+            return seen, rest, too_old, not_bobs
+
+    seen, rest, too_old, not_bobs = asyncio.run(scenario())
+    assert kinds(seen) == ["conversation_created", "run_started", "task_added", "run_finished"]
+    assert rest == seen[1:]
+    assert too_old == [{"type": "reload", "id": seen[-1]["id"], "sse_id": seen[-1]["id"]}]
+    # Bob is told to reload, and learns nothing of Alice's: no event, not even her last id.
+    assert not_bobs == [{"type": "reload", "sse_id": None}]
+
+
+def test_the_websocket_subscribe_frame_carries_the_feed(live_server):
+    from tests.test_chatkit import request
+
+    async def scenario():
+        url = live_server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
+        async with websockets.connect(url) as ws, httpx.AsyncClient(base_url=live_server.url,
+                                                                      headers=auth("alice")) as http:
+            await ws.send(json.dumps({"type": "subscribe", "after": "x" * 65}))
+            refused = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "subscribe"}))
+            subscribed = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "chat", "message": "add buy milk"}))
+            frames = []
+            while len([f for f in frames if f["type"] in FEED_KINDS]) < 4:
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            conversation_id = frames[0]["conversation_id"]
+            renamed = await http.post("/chatkit", json=request("threads.update", thread_id=conversation_id,
+                                                              title="Groceries"))
+            assert renamed.status_code == 200
+            assert (await http.delete(f"/api/alice/conversations/{conversation_id}")).status_code == 204
+            more = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(2)]
+            return refused, subscribed, frames, more, conversation_id
+
+    refused, subscribed, frames, more, conversation_id = asyncio.run(scenario())
+    assert refused["type"] == "error" and refused["code"] == "invalid_frame"
+    assert subscribed == {"type": "subscribed"}
+    feed = [f for f in frames if f["type"] in FEED_KINDS]
+    assert kinds(feed) == ["conversation_created", "run_started", "task_added", "run_finished"]
+    # The run's own events came on the same socket, beside the feed.
+    assert [f["type"] for f in frames if f["type"] not in FEED_KINDS][-1] == "done"
+    assert more == [
+        {"type": "conversation_renamed", "id": more[0]["id"], "conversation_id": conversation_id, "title": "Groceries"},
+        {"type": "conversation_deleted", "id": more[1]["id"], "conversation_id": conversation_id},
+    ]
+
+
+FEED_KINDS = {"conversation_created", "conversation_renamed", "conversation_deleted", "run_started",
+              "run_finished", "task_added", "task_changed", "task_removed", "reload"}
+
+
+def test_feed_bad_input_and_other_users(client):
+    too_long = client.get("/api/alice/events", headers={**auth("alice"), "Last-Event-ID": "x" * 65})
+    assert too_long.status_code == 400
+    assert client.get("/api/alice/events", headers=auth("bob")).status_code == 403
+    assert client.get("/api/alice/events").status_code == 401
