@@ -206,3 +206,14 @@ def test_feed_bad_input_and_other_users(client):
     assert too_long.status_code == 400
     assert client.get("/api/alice/events", headers=auth("bob")).status_code == 403
     assert client.get("/api/alice/events").status_code == 401
+
+
+def test_the_feed_is_documented(client):
+    schema = client.get("/schema/openapi.json").json()
+    content = schema["paths"]["/api/{user_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    refs = {ref["$ref"].rsplit("/", 1)[1] for ref in content["schema"]["oneOf"]}
+    assert refs == {"RunStarted", "RunEnded", "ConversationCreated", "ConversationRenamed", "ConversationDeleted",
+                    "TaskAdded", "TaskChanged", "TaskRemoved", "Reload"}
+    asyncapi = client.get("/schema/asyncapi.json").json()
+    assert {"SubscribeFrame", "Subscribed", "RunStarted", "Reload"} <= asyncapi["components"]["schemas"].keys()
+    assert "feedEvent" in asyncapi["components"]["messages"]

@@ -46,7 +46,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 7
+    assert len(SNIPPETS) == 8
 
 
 def test_curl_sse_snippet(server):
@@ -140,3 +140,10 @@ def test_react_use_chat_snippet_in_chromium(server, browser):
     finally:
         context.close()
     assert errors == []
+
+
+def test_feed_snippet_tells_a_change_made_elsewhere(server):
+    output = run_snippet(*SNIPPETS[7], server)
+    assert output.splitlines() == [
+        "conversation_created add call the bank", "run_started ", "task_added call the bank", "run_finished ",
+    ]
