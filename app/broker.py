@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import asyncpg
-
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
 from litestar.channels.backends.base import ChannelsBackend

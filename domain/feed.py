@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from domain.errors import LimitExceeded
+from domain.errors import LimitExceeded, ShuttingDown
 from domain.events import DoneStatus
 
 WINDOW_EVENTS = 256  # per user and instance
@@ -159,6 +159,7 @@ class Feed:
         self._rings: dict[str, deque[tuple[float, str, bytes]]] = {}  # user -> (learnt at, id, event)
         self._readers: dict[str, set[FeedReader]] = {}
         self._pruned = time.monotonic()
+        self._closed = False
 
     def tell(self, user_id: str, event: FeedEvent) -> None:
         """``event`` happened (and is committed): to the user's feeds here and elsewhere."""
@@ -194,6 +195,8 @@ class Feed:
     def subscribe(self, user_id: str, last_event_id: str | None = None, idle_s: float | None = None) -> FeedReader:
         """The user's events from now on; with ``last_event_id``, those after it first, or a
         ``reload`` when it is outside the window. ``LimitExceeded`` past the per-user cap."""
+        if self._closed:
+            raise ShuttingDown("The server is shutting down; try again in a moment.")
         readers = self._readers.setdefault(user_id, set())
         if len(readers) >= self._max_readers:
             raise LimitExceeded(f"You have {self._max_readers} feeds open already; close one first.",
@@ -228,6 +231,7 @@ class Feed:
                 del self._readers[reader.user_id]
 
     def close(self) -> None:
+        self._closed = True
         for readers in list(self._readers.values()):
             for reader in list(readers):
                 reader.end()

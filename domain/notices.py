@@ -96,12 +96,12 @@ class Notices:
         self._committed, self._told = {}, []
         out: list[bytes] = []
         batch: list[Notice] = []
-        size = 0
+        empty = size = len(_encode(NoticeMessage(self.feed.origin, [])))
         for notice in notices:
-            length = len(_encode(notice)) + 1
+            length = len(_encode(notice)) + 1  # and a comma
             if batch and size + length > MAX_MESSAGE_BYTES:
                 out.append(_encode(NoticeMessage(self.feed.origin, batch)))
-                batch, size = [], 0
+                batch, size = [], empty
             batch.append(notice)
             size += length
         if batch:

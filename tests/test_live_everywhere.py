@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import httpx
+import msgspec
 import pytest
 import websockets
 
@@ -217,3 +218,34 @@ def test_the_feed_is_documented(client):
     asyncapi = client.get("/schema/asyncapi.json").json()
     assert {"SubscribeFrame", "Subscribed", "RunStarted", "Reload"} <= asyncapi["components"]["schemas"].keys()
     assert "feedEvent" in asyncapi["components"]["messages"]
+
+
+def test_notices_fit_a_postgresql_notify_however_many_gathered():
+    import uuid
+
+    from domain.feed import Feed, FeedNotice, TaskAdded
+    from domain.notices import MAX_MESSAGE_BYTES, Notices, NoticeMessage, RunCommitted
+
+    sender, receiver = Feed(), Feed()
+    notices = Notices(broker=object(), feed=sender)  # only its messages are read here
+    runs = {str(uuid.uuid4()): n for n in range(1, 400)}
+    for run_id, seq in runs.items():
+        notices.committed(run_id, seq)
+        notices.committed(run_id, seq - 1)  # an older notice never lowers the seq
+    sender.relay = notices.tell
+    for n in range(20):
+        sender.tell("alice", TaskAdded(task_id=n, title="\x01" * 500, completed=False))  # escaped: 6 bytes a char
+    messages = notices.messages()
+    assert len(messages) > 1 and all(len(m) <= MAX_MESSAGE_BYTES for m in messages)
+    decoded = [n for m in messages for n in msgspec.json.decode(m, type=NoticeMessage).notices]
+    assert {n.run_id: n.seq for n in decoded if isinstance(n, RunCommitted)} == runs
+    assert [n.id for n in decoded if isinstance(n, FeedNotice)] == [f"{sender.origin}.{n}" for n in range(1, 21)]
+    assert notices.messages() == []
+
+    hearing = Notices(broker=object(), feed=receiver)
+    for m in messages:
+        hearing.heard(m)
+    resumed = asyncio.run(anext(receiver.subscribe("alice", f"{sender.origin}.18")))
+    assert [entry_id for entry_id, _ in resumed] == [f"{sender.origin}.19", f"{sender.origin}.20"]
+    not_bobs = asyncio.run(anext(receiver.subscribe("bob", f"{sender.origin}.18")))
+    assert not_bobs == [("", b'{"type":"reload"}')]

@@ -12,14 +12,13 @@ from typing import Annotated
 
 from litestar import get
 from litestar.di import NamedDependency
+from litestar.exceptions import TooManyRequestsException
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter
 
 from domain.feed import MAX_ID_CHARS, Entry, FeedEvent, FeedReader
 from domain.runs import RunManager
 from transports.event_stream import EventStream
-from litestar.exceptions import TooManyRequestsException
-
 from transports.route_specs import AUTH_ERRORS
 from transports.sse import PING, SSE_HEADERS
 
