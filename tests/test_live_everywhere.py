@@ -249,3 +249,27 @@ def test_notices_fit_a_postgresql_notify_however_many_gathered():
     assert [entry_id for entry_id, _ in resumed] == [f"{sender.origin}.19", f"{sender.origin}.20"]
     not_bobs = asyncio.run(anext(receiver.subscribe("bob", f"{sender.origin}.18")))
     assert not_bobs == [("", b'{"type":"reload"}')]
+
+
+def test_the_feed_tells_each_task_change_the_agent_makes(live_server):
+    async def scenario():
+        url = live_server.url.replace("http", "ws") + f"/api/alice/ws?token={token_for('alice')}"
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "subscribe"}))
+            assert json.loads(await ws.recv()) == {"type": "subscribed"}
+            frames = []
+            for message in ["add buy milk", "complete buy milk", "rename buy milk to buy oat milk",
+                            "delete buy oat milk", "delete buy oat milk"]:
+                await ws.send(json.dumps({"type": "chat", "message": message}))
+                while (frame := json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] != "run_finished":
+                    frames.append(frame)
+            return [{k: v for k, v in f.items() if k != "id"} for f in frames if f["type"].startswith("task_")]
+
+    task_events = asyncio.run(scenario())
+    task_id = task_events[0]["task_id"]
+    assert task_events == [  # the last delete found nothing: nothing changed, nothing told
+        {"type": "task_added", "task_id": task_id, "title": "buy milk", "completed": False},
+        {"type": "task_changed", "task_id": task_id, "title": "buy milk", "completed": True},
+        {"type": "task_changed", "task_id": task_id, "title": "buy oat milk", "completed": True},
+        {"type": "task_removed", "task_id": task_id},
+    ]
