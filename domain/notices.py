@@ -68,6 +68,9 @@ class Notices:
         self._watchers: dict[str, set[asyncio.Event]] = {}  # run -> its followers here
 
     def committed(self, run_id: str, seq: int) -> None:
+        # Followers here read the store too when this instance stored what another one left
+        # (the sweep closing a dead instance's run).
+        self._wake(run_id)
         if self.broker is not None:
             self._committed[run_id] = max(seq, self._committed.get(run_id, 0))
             self._pending.set()
@@ -130,6 +133,10 @@ class Notices:
                 logger.exception("the notice subscription failed; subscribing again")
                 await asyncio.sleep(1)
 
+    def _wake(self, run_id: str) -> None:
+        for woken in self._watchers.get(run_id, ()):
+            woken.set()
+
     def heard(self, data: bytes) -> None:
         try:
             message = _decode(data)
@@ -140,7 +147,6 @@ class Notices:
             return
         for notice in message.notices:
             if isinstance(notice, RunCommitted):
-                for woken in self._watchers.get(notice.run_id, ()):
-                    woken.set()
+                self._wake(notice.run_id)
             else:
                 self.feed.heard(notice)

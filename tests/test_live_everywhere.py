@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import httpx
 import msgspec
@@ -22,7 +23,7 @@ NO_POLL = {"FOLLOW_POLL_S": "600"}
 
 @pytest.fixture(params=BROKERS)
 def pushed_instances(request, shared_settings):
-    env = {**broker_env(request.param), **NO_POLL}
+    env = {**broker_env(request.param), **NO_POLL, "RUN_LEASE_S": "1"}
     a = ServerProcess(shared_settings, wait=False, **env)
     b = ServerProcess(shared_settings, wait=False, **env)
     a.wait_ready()
@@ -218,6 +219,37 @@ def test_the_feed_is_documented(client):
     asyncapi = client.get("/schema/asyncapi.json").json()
     assert {"SubscribeFrame", "Subscribed", "RunStarted", "Reload"} <= asyncapi["components"]["schemas"].keys()
     assert "feedEvent" in asyncapi["components"]["messages"]
+
+
+def test_a_run_whose_instance_died_is_announced_finished_and_its_followers_see_its_end(pushed_instances):
+    a, b = pushed_instances
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=60, headers=auth("alice")) as http, \
+                http.stream("GET", f"{b.url}/api/alice/events") as feed:
+            feed = FeedStream(feed)
+            async with websockets.connect(ws_url(a)) as on_a:
+                await on_a.send(json.dumps({"type": "chat", "message": "hello"}))
+                start = json.loads(await on_a.recv())
+                announced = await asyncio.wait_for(feed_events(feed, 2), 30)
+                async with http.stream("GET", f"{b.url}/api/alice/runs/{start['run_id']}/events") as run:
+                    events = sse_events(run)
+                    first = await anext(events)
+                    a.process.send_signal(signal.SIGKILL)
+                    # B's sweep closes the run once A's lease lapses; B's follower is woken by it.
+                    rest = await asyncio.wait_for(collect(events), 30)
+            ended = await asyncio.wait_for(feed_events(feed, 1), 30)
+            return start, announced, [first, *rest], ended
+
+    start, announced, followed, ended = asyncio.run(scenario())
+    assert kinds(announced) == ["conversation_created", "run_started"]
+    assert followed[-1] == {**followed[-1], "type": "done", "status": "interrupted"}
+    assert [e["seq"] for e in followed] == list(range(1, len(followed) + 1))
+    assert ended == [{**ended[0], "type": "run_finished", "run_id": start["run_id"], "status": "interrupted"}]
+
+
+async def collect(events) -> list[dict]:
+    return [event async for event in events]
 
 
 def test_notices_fit_a_postgresql_notify_however_many_gathered():
