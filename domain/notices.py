@@ -116,12 +116,14 @@ class Notices:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            for data in self.messages():
-                try:
+            try:
+                for data in self.messages():
                     await self.broker.publish_notices(data)
-                except Exception:
-                    # Followers fall back on their slow poll; feeds elsewhere miss this one.
-                    logger.exception("could not publish %d bytes of notices", len(data))
+            except Exception:
+                # Followers elsewhere fall back on their slow poll; feeds elsewhere miss these
+                # events. A pause: a broker that is away is not asked (and logged) per commit.
+                logger.exception("could not publish notices; dropped them")
+                await asyncio.sleep(1)
 
     async def hear_forever(self) -> None:
         assert self.broker is not None
