@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.auth import Authenticator, cors_config, provide_token_user, provide_user
-from app.broker import ChannelsCancelBroker, broker_backend, channels_plugin
+from app.broker import ChannelsBroker, broker_backend, channels_plugin
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
@@ -40,6 +40,7 @@ from transports.ag_ui import AGUIController
 from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
+from transports.feed import user_events
 from transports.rest import ChatController, ConversationController, TaskController, health
 from transports.sse import SSEController
 from transports.websocket import chat_socket
@@ -69,7 +70,7 @@ def _from_state(name: str) -> Provide:
 def run_settings(settings: Settings) -> RunSettings:
     return RunSettings(
         tracing=settings.openai_agents_tracing, lease_s=settings.run_lease_s,
-        ping_interval_s=settings.sse_ping_interval_s,
+        ping_interval_s=settings.sse_ping_interval_s, notice_poll_s=settings.follow_poll_s,
     )
 
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             broker = None
             if backend := broker_backend(settings):
                 broker_name, channels = backend[0], channels_plugin(backend[1])
-                broker = ChannelsCancelBroker(await stack.enter_async_context(channels))
+                broker = ChannelsBroker(await stack.enter_async_context(channels))
             metrics = ChatMetrics(model=provider.model_name)
             await stack.enter_async_context(metrics.flushing())
             runs = RunManager(
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
-            chat_socket, ai_sdk_socket,
+            chat_socket, ai_sdk_socket, user_events,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],

@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Server
 from litestar.static_files import create_static_files_router
 
 from domain.events import Event
+from domain.feed import FeedEvent
 from transports import ai_sdk_ws
 from transports.websocket import ClientFrame, ServerFrame
 
@@ -84,8 +85,14 @@ SOCKETS = (
         "Connect with `?token=<JWT>` (or send an `auth` frame first). Send `chat`, `cancel`, `resume` "
         "and `ping` frames; receive the chat events of every run (each with `run_id` and `seq`), "
         "`pong`, and `error` for a refused frame. A bad token closes the socket with code 1008. "
-        "Dropping the socket never cancels a run.",
-        ("clientFrame", ClientFrame), (("event", Event), ("serverFrame", ServerFrame)),
+        "Dropping the socket never cancels a run. A `subscribe` frame turns on the user's feed: "
+        "`subscribed`, then a feed event whenever a run starts (with its `run_id`: send `resume` to "
+        "follow it) or finishes, a conversation is created, renamed or deleted, or a task is added, "
+        "changed or removed, on any instance. Each feed event has an `id`; `subscribe` with `after` "
+        "set to the last one seen resumes within the window (the last 256 events of the last 10 "
+        "minutes held by that instance), otherwise the first event is `reload`.",
+        ("clientFrame", ClientFrame),
+        (("event", Event), ("serverFrame", ServerFrame), ("feedEvent", FeedEvent)),
     ),
     Socket(
         "aiSdk", "/api/{user_id}/ai-sdk/ws",

@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_run_duration_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     run_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    # A follower of a run on another instance is woken by that instance's notices; it also reads
+    # the store this often, in case a notice was lost.
+    follow_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     max_followers_per_user: Positive = 32  # open streams and socket subscriptions of one user at once
     send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # a client that reads nothing this long is dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

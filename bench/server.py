@@ -32,9 +32,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    workers: int = 1, log_path: str | None = None, **env: str
+    workers: int = 1, log_path: str | None = None, cwd: str | None = None, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Yields (base URL, process); the server is stopped and its data removed afterwards.
+    With ``cwd``, the server's code is the checkout there (``python -m`` imports from it).
 
     The server may open as many files as the hard limit allows (thousands of streams);
     its output goes to ``log_path`` when given."""
@@ -47,7 +48,7 @@ def running_server(
         output = open(log_path, "ab") if log_path else subprocess.DEVNULL
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-            env=environ, stdout=output, stderr=output, preexec_fn=raise_fd_limit,
+            env=environ, stdout=output, stderr=output, preexec_fn=raise_fd_limit, cwd=cwd,
         )
         url = f"http://127.0.0.1:{port}"
         try:

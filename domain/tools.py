@@ -7,6 +7,7 @@ a Python repr.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,12 +16,18 @@ from piccolo.engine.base import Engine
 
 from domain import tasks
 from domain.errors import InvalidInput
+from domain.feed import FeedEvent, TaskAdded, TaskChanged, TaskRemoved
 from domain.tasks import TaskFilter
 
 
 class TodoContext(msgspec.Struct):
     user_id: str
     db: Engine
+    tell: Callable[[FeedEvent], None] | None = None  # to the user's feed, once a change is committed
+
+    def changed(self, event: FeedEvent) -> None:
+        if self.tell is not None:
+            self.tell(event)
 
 
 def _json(value: Any) -> str:
@@ -30,6 +37,11 @@ def _json(value: Any) -> str:
 def _not_found(task_id: int | None, title: str | None) -> str:
     what = f"id {task_id}" if task_id is not None else f"title {title!r}"
     return _json({"error": f"No task matches {what}."})
+
+
+def _updated(context: TodoContext, task: tasks.TaskView) -> str:
+    context.changed(TaskChanged(task_id=task.id, title=task.title, completed=task.completed))
+    return _json({"updated": task})
 
 
 @function_tool
@@ -47,6 +59,7 @@ async def add_task(ctx: RunContextWrapper[TodoContext], title: str, description:
         task = await tasks.add_task(ctx.context.db, ctx.context.user_id, title, description)
     except InvalidInput as exc:
         return _json({"error": exc.message})
+    ctx.context.changed(TaskAdded(task_id=task.id, title=task.title, completed=task.completed))
     return _json({"added": task})
 
 
@@ -79,7 +92,7 @@ async def complete_task(
     if found is None:
         return _not_found(task_id, title)
     task = await tasks.update_task(ctx.context.db, ctx.context.user_id, found.id, completed=completed)
-    return _json({"updated": task}) if task else _not_found(task_id, title)
+    return _updated(ctx.context, task) if task else _not_found(task_id, title)
 
 
 @function_tool
@@ -107,7 +120,7 @@ async def update_task(
         )
     except InvalidInput as exc:
         return _json({"error": exc.message})
-    return _json({"updated": task}) if task else _not_found(task_id, title)
+    return _updated(ctx.context, task) if task else _not_found(task_id, title)
 
 
 @function_tool
@@ -124,7 +137,10 @@ async def delete_task(
     if found is None:
         return _not_found(task_id, title)
     task = await tasks.delete_task(ctx.context.db, ctx.context.user_id, found.id)
-    return _json({"deleted": task}) if task else _not_found(task_id, title)
+    if task is None:
+        return _not_found(task_id, title)
+    ctx.context.changed(TaskRemoved(task_id=task.id))
+    return _json({"deleted": task})
 
 
 TODO_TOOLS = [add_task, list_tasks, complete_task, update_task, delete_task]

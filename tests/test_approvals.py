@@ -160,8 +160,9 @@ def test_two_pending_calls_in_one_turn_are_each_decided_then_it_goes_on(approvin
 def test_approval_over_the_websocket(client):
     with client.websocket_connect(f"/api/alice/ws?token={token_for('alice')}") as ws:
         ws.send_json({"type": "chat", "message": "add buy milk"})
-        while (event := ws.receive_json())["type"] != "done":
-            conversation = event.get("conversation_id") or conversation
+        conversation = ws.receive_json()["conversation_id"]  # the start event
+        while ws.receive_json()["type"] != "done":
+            pass
         ws.send_json({"type": "chat", "message": "delete buy milk", "conversation_id": conversation})
         events = []
         while (event := ws.receive_json())["type"] != "done":

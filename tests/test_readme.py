@@ -46,7 +46,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 8
+    assert len(SNIPPETS) == 9
 
 
 def test_curl_sse_snippet(server):
@@ -101,7 +101,7 @@ def test_ai_sdk_websocket_node_snippet(server):
     assert "[tool-add_task]" in output and "buy milk" in output
 
 
-def test_react_use_chat_snippet_in_chromium(server, browser):
+def test_react_use_chat_snippet_in_chromium(server, browser):  # noqa: F811 (the imported fixture)
     """The README's component, bundled by esbuild with a two-line mount, chatting in Chromium."""
     require_node_clients()
     language, code = SNIPPETS[5]
@@ -147,3 +147,10 @@ def test_ag_ui_node_snippet(server):
     output = run_snippet(*SNIPPETS[7], server)
     assert "[add_task] { title: 'buy milk' }" in output
     assert "buy milk" in output.split("\n", 1)[1] and output.rstrip().endswith("(success)")
+
+
+def test_feed_snippet_tells_a_change_made_elsewhere(server):
+    output = run_snippet(*SNIPPETS[8], server)
+    assert output.splitlines() == [
+        "conversation_created add call the bank", "run_started ", "task_added call the bank", "run_finished ",
+    ]

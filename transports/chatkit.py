@@ -427,7 +427,7 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManage
             )
             return _encoder.encode(item_page(conversation.id, page))
         case ThreadsUpdate(params=params):
-            if not await conversations.rename_conversation(db, user, params.thread_id, params.title.strip()):
+            if not await runs.rename_conversation(user, params.thread_id, params.title.strip()):
                 raise NotFound("No such thread.")
             return _encoder.encode(thread_of(await _owned(user, params.thread_id)))
         case ThreadsDelete(params=params):

@@ -1,7 +1,8 @@
 """The WebSocket protocol: ``/api/{user_id}/ws``.
 
 Client frames are one msgspec tagged union; server frames are the domain events (each with
-``run_id`` and ``seq``) plus ``pong`` and ``error``. A bad frame gets an ``error`` frame and
+``run_id`` and ``seq``) plus ``pong`` and ``error``; after a ``subscribe`` frame, ``subscribed``
+and the user's feed events (``domain.feed``, each with its ``id``). A bad frame gets an ``error`` frame and
 the socket stays open; a bad token closes with 1008. Dropping the socket never cancels a
 run: WebSocket clients have an explicit ``cancel``.
 """
@@ -21,6 +22,7 @@ from litestar.params import FromPath
 
 from domain.approvals import Decision
 from domain.errors import AlreadyStarted, AuthError, ChatError, InvalidInput, KeysUnavailable
+from domain.feed import MAX_ID_CHARS, FeedReader
 from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
 from domain.runs.observer import Transport
@@ -71,7 +73,14 @@ class ApprovalFrame(_ClientFrame, tag="approval"):
     reason: str | None = None
 
 
-ClientFrame = AuthFrame | ChatFrame | CancelFrame | ResumeFrame | PingFrame | ApprovalFrame
+class SubscribeFrame(_ClientFrame, tag="subscribe"):
+    """Receive the user's feed; ``after``: the last feed event id seen (resume within the window,
+    else a ``reload`` event first). A second subscribe replaces the first."""
+
+    after: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] | None = None
+
+
+ClientFrame = AuthFrame | ChatFrame | CancelFrame | ResumeFrame | PingFrame | SubscribeFrame | ApprovalFrame
 
 
 class Pong(msgspec.Struct, tag_field="type", tag="pong", frozen=True):
@@ -93,7 +102,11 @@ class ApprovalWaiting(msgspec.Struct, tag_field="type", tag="approval_waiting", 
     waiting_for: list[str]
 
 
-ServerFrame = Pong | ErrorFrame | ApprovalWaiting
+class Subscribed(msgspec.Struct, tag_field="type", tag="subscribed", frozen=True):
+    """The feed is on: every change from now on (after ``after``, when given) follows."""
+
+
+ServerFrame = Pong | ErrorFrame | Subscribed | ApprovalWaiting
 
 @runtime_checkable  # Litestar checks a dependency's type
 class TokenVerifier(Protocol):
@@ -157,7 +170,7 @@ class SocketSession:
             reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
             raise InvalidFrame("invalid_frame", f"Invalid frame: {reason}") from None
 
-    def forward(self, key: str, subscription: Subscription, frames: AsyncIterator[list[bytes]],
+    def forward(self, key: str, subscription: Subscription | FeedReader, frames: AsyncIterator[list[bytes]],
                 events_of: Transport | None = None) -> None:
         """Send ``frames`` read from ``subscription``, one task per key (a second replaces it);
         with ``events_of``, each frame is a chat event, counted as that transport's."""
@@ -176,7 +189,7 @@ class SocketSession:
         if previous is not None:
             previous.cancel()
 
-    async def _forward(self, subscription: Subscription, frames: AsyncIterator[list[bytes]],
+    async def _forward(self, subscription: Subscription | FeedReader, frames: AsyncIterator[list[bytes]],
                        events_of: Transport | None) -> None:
         streamed = self.runs.observer.streamed
         try:
@@ -232,6 +245,8 @@ class _Session(SocketSession):
                     self.follow(self.runs.subscribe(decided, on_leave="continue", idle=False))
             elif isinstance(frame, PingFrame):
                 await self.send([_encode(Pong())])
+            elif isinstance(frame, SubscribeFrame):
+                await self.subscribe(frame.after)
             else:
                 await self.error("invalid_frame", "Already authenticated.")
         except InvalidInput as exc:
@@ -242,6 +257,25 @@ class _Session(SocketSession):
 
     def follow(self, subscription: Subscription) -> None:
         self.forward(subscription.run_id, subscription, subscription, events_of="websocket")
+
+    async def subscribe(self, after: str | None) -> None:
+        """The user's feed on this socket (a second subscribe replaces the first)."""
+        self.stop_forwarding(FEED)
+        reader = self.runs.feed.subscribe(self.user, after)
+        try:
+            await self.send([_encode(Subscribed())])
+        except BaseException:
+            await reader.aclose()
+            raise
+        self.forward(FEED, reader, feed_frames(reader))
+
+
+FEED = "feed"  # the feed's forwarder, beside those of runs (keyed by run id)
+
+
+async def feed_frames(reader: FeedReader) -> AsyncIterator[list[bytes]]:
+    async for batch in reader:
+        yield [event for _, event in batch]
 
 
 async def _authenticate(socket: WebSocket, authenticator: TokenVerifier, user_id: str) -> bool:

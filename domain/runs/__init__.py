@@ -9,13 +9,12 @@
 """
 
 from domain.runs.execution import ActiveRun, RunReply, ToolCallView, unfinished_tool_result
-from domain.runs.manager import CancelBroker, RunManager, RunSettings
+from domain.runs.manager import RunManager, RunSettings
 from domain.runs.observer import RunObserver
 from domain.runs.reading import OnLeave, Subscription
 from domain.runs.store import RunStore
 
 __all__ = [
-    "ActiveRun", "CancelBroker", "OnLeave", "RunManager", "RunObserver", "RunReply", "RunSettings", "RunStore",
-    "Subscription",
+    "ActiveRun", "OnLeave", "RunManager", "RunObserver", "RunReply", "RunSettings", "RunStore", "Subscription",
     "ToolCallView", "unfinished_tool_result",
 ]

@@ -11,17 +11,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import msgspec
 from agents import Agent
 from piccolo.engine.base import Engine
 
-from domain import events
+from domain import conversations, events, feed
 from domain.approvals import Decision, check_decision
+from domain.conversations import parse_id
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
 from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
+from domain.notices import Broker, Notices
 from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.reading import OnLeave, Subscription, stored_batches
@@ -33,18 +36,11 @@ logger = logging.getLogger(__name__)
 
 class RunSettings(msgspec.Struct, frozen=True):
     lease_s: float = 15.0
-    remote_poll_s: float = 0.1
+    remote_poll_s: float = 0.1  # how often a follower of a run on another instance reads the store
+    notice_poll_s: float = 2.0  # the same with a broker: its notices wake followers, this is a safety net
     shutdown_grace_s: float = 5.0
     ping_interval_s: float = 15.0
     tracing: bool = False
-
-
-class CancelBroker(Protocol):
-    """Carries cancel requests between server instances (a run executes on exactly one)."""
-
-    async def request_cancel(self, run_id: str) -> None: ...
-
-    def cancel_requests(self) -> AsyncIterator[str]: ...
 
 
 class RunManager:
@@ -55,7 +51,7 @@ class RunManager:
         agent: Agent[TodoContext],
         limits: Limits = Limits(),
         settings: RunSettings = RunSettings(),
-        broker: CancelBroker | None = None,
+        broker: Broker | None = None,
         observer: RunObserver = NO_OBSERVER,
     ):
         self.db = db  # the tools' database
@@ -72,6 +68,9 @@ class RunManager:
         self._subscriptions: dict[Subscription, str] = {}  # open ones, and whose
         self._followers: dict[str, int] = {}  # user -> open subscriptions
         self._closed: asyncio.Future[None] | None = None
+        self.feed = feed.Feed(max_readers_per_user=limits.followers_per_user)
+        self.notices = Notices(broker, self.feed)
+        self.feed.relay = self.notices.tell
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -83,7 +82,11 @@ class RunManager:
             asyncio.create_task(self._keep_leases_forever(), name="run-leases"),
         ]
         if self.broker is not None:
-            self._background.append(asyncio.create_task(self._obey_cancels_forever(), name="run-cancels"))
+            self._background += [
+                asyncio.create_task(self._obey_cancels_forever(), name="run-cancels"),
+                asyncio.create_task(self.notices.publish_forever(), name="notices-out"),
+                asyncio.create_task(self.notices.hear_forever(), name="notices-in"),
+            ]
 
     async def close(self) -> None:
         """End every active run as ``interrupted`` (text saved), then stop. Idempotent: the
@@ -93,6 +96,7 @@ class RunManager:
         await asyncio.shield(self._closed)
 
     async def _close(self) -> None:
+        self.feed.close()
         runs = list(self._active.values())
         for run in runs:
             run.stop("interrupted")
@@ -160,6 +164,9 @@ class RunManager:
                 asked_at: float | None = None, resume: Continuation | None = None) -> ActiveRun:
         run = ActiveRun(new, user_id, self._unsaved.set, self.observer, transport, asked_at)
         self._active[run.id] = run
+        if new.created_conversation:
+            self.feed.tell(user_id, feed.ConversationCreated(conversation_id=new.conversation_id, title=new.title))
+        self.feed.tell(user_id, feed.RunStarted(run_id=run.id, conversation_id=new.conversation_id))
         # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
         run.launch(self._execute(run, history, resume), name=f"run-{run.id}")
@@ -208,11 +215,14 @@ class RunManager:
         if run is not None and run.user_id == user_id:
             return self.subscribe(run, after, on_leave="continue", idle=idle)
         record = await self._owned(user_id, run_id)
-        # Running elsewhere: follow it through the store until its done arrives.
-        poll_s = self.settings.remote_poll_s if record.status == "running" else None
+        # Running elsewhere: follow it through the store until its done arrives, woken by
+        # that instance's notices.
+        poll_s = None
+        if record.status == "running":
+            poll_s = self.settings.remote_poll_s if self.broker is None else self.settings.notice_poll_s
         idle_s = self.settings.ping_interval_s if idle else None
-        return self._count(user_id, Subscription(run_id, after, stored_batches(self.store, run_id, after, idle_s, poll_s),
-                                                 released=self._release))
+        batches = stored_batches(self.store, run_id, after, idle_s, poll_s, self.notices)
+        return self._count(user_id, Subscription(run_id, after, batches, released=self._release))
 
     def _check_followers(self, user_id: str) -> None:
         """Each subscription holds a connection and a reader: a user has a bounded number."""
@@ -250,7 +260,17 @@ class RunManager:
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
         """False: the user has no such conversation; ``RunActive`` while a reply runs in it."""
-        return await self.store.delete_conversation(user_id, conversation_id)
+        if not await self.store.delete_conversation(user_id, conversation_id):
+            return False
+        self.feed.tell(user_id, feed.ConversationDeleted(conversation_id=str(parse_id(conversation_id))))
+        return True
+
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
+        """False: the user has no such conversation; ``InvalidInput`` for a title it cannot have."""
+        if not await conversations.rename_conversation(self.db, user_id, conversation_id, title):
+            return False
+        self.feed.tell(user_id, feed.ConversationRenamed(conversation_id=str(parse_id(conversation_id)), title=title))
+        return True
 
     async def reply(self, run: ActiveRun) -> RunReply:
         """The whole reply, once the run has finished."""
@@ -276,7 +296,7 @@ class RunManager:
 
     async def _execute(self, run: ActiveRun, history: list[dict[str, Any]] | None,
                        resume: Continuation | None = None) -> None:
-        context = TodoContext(user_id=run.user_id, db=self.db)
+        context = TodoContext(user_id=run.user_id, db=self.db, tell=partial(self.feed.tell, run.user_id))
         done = await run.execute(self.agent, context, self.limits, self.settings.tracing, history, resume)
         # Stored before it is shown: a client that sees ``done`` and reloads finds the whole run,
         # and the outcome it was told is the one stored. A second cancel (shutdown) must not
@@ -292,6 +312,9 @@ class RunManager:
                                      lambda: self.store.finish_run(run.outcome(), (run.id, first, last)))
         self._active.pop(run.id, None)
         run.close(last)
+        self.notices.committed(run.id, first + len(last) - 1)
+        self.feed.tell(run.user_id, feed.RunEnded(run_id=run.id, conversation_id=run.conversation_id,
+                                                  status=run.outcome().status))
 
     async def _until_stored(self, what: str, save: Callable[[], Awaitable[None]]) -> None:
         """Retried with backoff until it lands: what is not stored is never shown."""
@@ -326,6 +349,9 @@ class RunManager:
                 transcript.outcome(record, record.id, "interrupted"),
                 (record.id, len(payloads) + 1, [events.encode(done)]),
             )
+            self.notices.committed(record.id, done.seq)
+            self.feed.tell(record.user_id, feed.RunEnded(run_id=record.id, conversation_id=record.conversation_id,
+                                                         status="interrupted"))
             closed += 1
         if closed:
             logger.warning("marked %d run(s) of a stopped server instance as interrupted", closed)
@@ -364,6 +390,7 @@ class RunManager:
                     continue
                 await self._until_stored(f"the events of {len(batches)} run(s)",
                                          lambda: self.store.save_events(batches))
-                for run, _, unsaved in taken:
+                for run, first, unsaved in taken:
                     if unsaved:
                         run.log.extend(unsaved)
+                        self.notices.committed(run.id, first + len(unsaved) - 1)

@@ -10,10 +10,12 @@ run. It is a plain object, not a generator, so closing it works even before its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from domain import events
+from domain.notices import Notices
 from domain.runs.store import RunStore
 
 OnLeave = Literal["stop", "continue"]
@@ -63,24 +65,33 @@ class Subscription:
 
 
 async def stored_batches(store: RunStore, run_id: str, after: int, idle_s: float | None,
-                         poll_s: float | None) -> AsyncIterator[list[bytes]]:
+                         poll_s: float | None, notices: Notices | None = None) -> AsyncIterator[list[bytes]]:
     """A run's events from the store: what is there, and, while it runs on another instance
-    (``poll_s`` set), what arrives, until its ``done``."""
-    cursor, quiet = after, 0.0
-    while True:
-        # In pages: a resume of a long run never holds the whole run in memory.
-        stored = await store.event_payloads(run_id, cursor, rows=STORED_PAGE_ROWS)
-        if stored:
-            cursor += len(stored)
-            quiet = 0.0
-            yield stored
-            if events.is_done(stored[-1]):
+    (``poll_s`` set), what arrives, until its ``done``: read as soon as a notice says more is
+    stored (with ``notices``), and every ``poll_s`` anyway, in case a notice was lost."""
+    with contextlib.nullcontext(None) if notices is None or poll_s is None else notices.watching(run_id) as woken:
+        loop = asyncio.get_running_loop()
+        cursor, quiet_since = after, loop.time()
+        while True:
+            if woken is not None:
+                woken.clear()  # before the read: a notice that lands during it ends the next wait
+            # In pages: a resume of a long run never holds the whole run in memory.
+            stored = await store.event_payloads(run_id, cursor, rows=STORED_PAGE_ROWS)
+            if stored:
+                cursor += len(stored)
+                quiet_since = loop.time()
+                yield stored
+                if events.is_done(stored[-1]):
+                    return
+                continue
+            if poll_s is None:
                 return
-            continue
-        if poll_s is None:
-            return
-        await asyncio.sleep(poll_s)
-        quiet += poll_s
-        if idle_s is not None and quiet >= idle_s:
-            quiet = 0.0
-            yield []
+            if woken is None:
+                await asyncio.sleep(poll_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_s):
+                        await woken.wait()
+            if idle_s is not None and loop.time() - quiet_since >= idle_s:
+                quiet_since = loop.time()
+                yield []
