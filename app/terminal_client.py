@@ -1,8 +1,9 @@
 """``chat-server chat``: talk to a running server from a terminal, over plain SSE or the WebSocket.
 
 Each line read from stdin is a message; the reply is printed as it streams and tool calls show
-on a dim line. Ctrl-C during a reply stops that reply (an explicit cancel, so the server saves
-it as stopped), not the program; Ctrl-D quits.
+on a dim line. A tool that needs approval is asked about (y/n) before it runs. Ctrl-C during a
+reply stops that reply (an explicit cancel, so the server saves it as stopped), not the
+program; Ctrl-D quits.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def resolve_token(token: str | None, user: str | None, settings: Settings) -> tu
 class Transport(Protocol):
     def reply(self, message: str, conversation_id: str | None) -> AsyncIterator[Event]: ...
 
+    def decide(self, run_id: str, call_id: str, approve: bool) -> AsyncIterator[Event]:
+        """The user's decision on a call the run waits for: the continuation's events once it
+        was the last decision, else none."""
+
     async def cancel(self, run_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -102,14 +107,19 @@ class SSETransport:
             timeout=httpx.Timeout(30.0, read=None),
         )
 
-    async def reply(self, message: str, conversation_id: str | None) -> AsyncIterator[Event]:
-        body = {"message": message, "conversation_id": conversation_id}
+    def reply(self, message: str, conversation_id: str | None) -> AsyncIterator[Event]:
+        return self._events("/chat/stream", {"message": message, "conversation_id": conversation_id})
+
+    def decide(self, run_id: str, call_id: str, approve: bool) -> AsyncIterator[Event]:
+        return self._events(f"/runs/{quote(run_id, safe='')}/approvals", {"call_id": call_id, "approve": approve})
+
+    async def _events(self, path: str, body: dict[str, Any]) -> AsyncIterator[Event]:
         try:
-            async with self.http.stream("POST", "/chat/stream", json=body) as response:
+            async with self.http.stream("POST", path, json=body) as response:
                 if response.is_error:
                     await response.aread()
                     raise _http_error(response)
-                async for line in response.aiter_lines():
+                async for line in response.aiter_lines():  # none after a 202: other calls still wait
                     if line.startswith("data: "):
                         yield events.decode(line[6:])
         except httpx.TransportError as exc:
@@ -136,10 +146,16 @@ class _Pong(msgspec.Struct, tag_field="type", tag="pong"):
     pass
 
 
-_decode_reply = msgspec.json.Decoder(_Refused | _Pong).decode
+class _Waiting(msgspec.Struct, tag_field="type", tag="approval_waiting"):
+    """A decision recorded while other calls of the run still wait."""
+
+    run_id: str
 
 
-def _decode_frame(data: str | bytes) -> Event | _Refused | _Pong:
+_decode_reply = msgspec.json.Decoder(_Refused | _Pong | _Waiting).decode
+
+
+def _decode_frame(data: str | bytes) -> Event | _Refused | _Pong | _Waiting:
     try:
         return events.decode(data)
     except msgspec.ValidationError:
@@ -166,19 +182,28 @@ class WebSocketTransport:
             self.socket = socket
         return self.socket
 
-    async def reply(self, message: str, conversation_id: str | None) -> AsyncIterator[Event]:
+    def reply(self, message: str, conversation_id: str | None) -> AsyncIterator[Event]:
+        return self._events({"type": "chat", "message": message, "conversation_id": conversation_id})
+
+    def decide(self, run_id: str, call_id: str, approve: bool) -> AsyncIterator[Event]:
+        return self._events({"type": "approval", "run_id": run_id, "call_id": call_id, "approve": approve}, run_id)
+
+    async def _events(self, request: dict[str, Any], about: str | None = None) -> AsyncIterator[Event]:
+        """The events of the run ``request`` starts; ``about``: the run a refusal may name."""
         socket = await self._connected()
         run_id: str | None = None
         try:
-            await socket.send(json.dumps({"type": "chat", "message": message, "conversation_id": conversation_id}))
+            await socket.send(json.dumps(request))
             async for data in socket:
                 frame = _decode_frame(data)
                 if isinstance(frame, _Pong):
                     continue
+                if isinstance(frame, _Waiting):
+                    return
                 if isinstance(frame, _Refused):
                     if frame.code == "run_finished":  # a Stop that came too late: done is on its way
                         continue
-                    if frame.run_id in (None, run_id):
+                    if frame.run_id in (None, run_id, about):
                         raise ClientError(f"{frame.message} ({frame.code})")
                     continue
                 if run_id is None and isinstance(frame, events.Start):
@@ -247,7 +272,7 @@ class Printer:
             self.line(f"error: {event.message} ({event.code})", dim=False)
         elif isinstance(event, events.Done):
             labels = {"cancelled": "[stopped]", "interrupted": "[interrupted: the server stopped]",
-                      "failed": "[failed]"}
+                      "failed": "[failed]", "awaiting_approval": "[waiting for your decision]"}
             if event.status in labels:
                 self.line(labels[event.status])
             elif not self.at_line_start:
@@ -270,8 +295,10 @@ class ChatSession:
         self.run_id: str | None = None
         self.stop_requested = False
         self._cancels: set[asyncio.Task[None]] = set()
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def run(self, lines: asyncio.Queue[str | None]) -> int:
+        self.lines = lines
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.interrupt)
         try:
@@ -297,14 +324,40 @@ class ChatSession:
             await self.transport.aclose()
 
     async def reply(self, message: str) -> None:
+        asked = await self._follow(self.transport.reply(message, self.conversation_id))
+        # A tool that needs the user's yes: ask about each call, then follow what comes of it
+        # (which may ask again).
+        while asked:
+            run_id, requests = asked
+            asked = None
+            for request in requests:
+                approve = await self._ask(f"Allow {request.name} {_short(request.arguments)}? [y/N] ")
+                asked = await self._follow(self.transport.decide(run_id, request.call_id, approve)) or asked
+
+    async def _ask(self, question: str) -> bool:
+        self.printer.write(question)
+        answer = await self.lines.get()
+        if answer is None:
+            return False
+        self.printer.at_line_start = True
+        return answer.strip().lower() in ("y", "yes")
+
+    async def _follow(self, stream: AsyncIterator[Event]) -> tuple[str, list[events.ApprovalRequest]] | None:
+        """Print a reply; the calls it waits on, if it ended waiting for approval."""
         self.replying, self.run_id, self.stop_requested = True, None, False
+        requests: list[events.ApprovalRequest] = []
         try:
-            async for event in self.transport.reply(message, self.conversation_id):
+            async for event in stream:
                 if isinstance(event, events.Start):
                     self.conversation_id, self.run_id = event.conversation_id, event.run_id
                     if self.stop_requested:
                         self._cancel()
+                elif isinstance(event, events.ApprovalRequest):
+                    requests.append(event)
+                elif isinstance(event, events.Done) and event.status == "awaiting_approval":
+                    return event.run_id, requests
                 self.printer.event(event)
+            return None
         finally:
             self.replying, self.run_id = False, None
 

@@ -27,7 +27,8 @@ NODE_DIR = ROOT / "tests" / "node"  # where the snippets' npm packages are insta
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("readme")
-    live = start_live_server(Settings(data_dir=str(data), jwt_secret=JWT_SECRET, offline_token_delay_ms=20))
+    live = start_live_server(Settings(data_dir=str(data), jwt_secret=JWT_SECRET, offline_token_delay_ms=20,
+                                      tool_approval="delete_task"))
     yield live
     live.stop()
 
@@ -46,7 +47,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 9
+    assert len(SNIPPETS) == 11
 
 
 def test_curl_sse_snippet(server):
@@ -150,7 +151,19 @@ def test_ag_ui_node_snippet(server):
 
 
 def test_feed_snippet_tells_a_change_made_elsewhere(server):
-    output = run_snippet(*SNIPPETS[8], server)
+    output = run_snippet(*SNIPPETS[10], server)
     assert output.splitlines() == [
         "conversation_created add call the bank", "run_started ", "task_added call the bank", "run_finished ",
     ]
+
+
+def test_approval_curl_snippet_rejects(server):
+    output = run_snippet(*SNIPPETS[8], server)
+    assert '"type":"approval_request"' in output and '"name":"delete_task"' in output
+    assert '"type":"tool_result"' in output and "not today" in output and '"status":"completed"' in output
+
+
+def test_approval_python_snippet_approves(server):
+    output = run_snippet(*SNIPPETS[9], server).splitlines()
+    assert output[0] == "awaiting_approval delete_task {'title': 'water the ferns'}"
+    assert "Deleted" in output[1] and output[1].endswith("(completed)")

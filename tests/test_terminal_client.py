@@ -160,3 +160,27 @@ def test_without_a_token_it_signs_one_with_the_server_secret(server, tmp_path):
     refused = chat(CHAT_TOKEN=token_for("bob", ttl_s=-60))
     assert refused.returncode == 1
     assert "expired" in refused.stderr
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_a_tool_that_needs_approval_is_asked_about_y_or_n(settings, terminal, transport):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5, tool_approval="delete_task"))
+    try:
+        term = Terminal("--url", live.url, "--transport", transport, "--token", token_for("alice"), NO_COLOR="1")
+        terminal.append(term)
+        term.expect(r"Ctrl-D quits")
+        term.type("add buy milk\n")
+        term.expect(r"to your list \(task #1\)\.\r?\n› ")
+        term.type("delete buy milk\n")
+        term.expect(re.escape('Allow delete_task {"title": "buy milk"}? [y/N] '))
+        term.type("n\n")
+        term.expect(r"declined[^\n]*\r?\n› ")
+        term.type("delete buy milk\n")
+        term.expect(re.escape('Allow delete_task {"title": "buy milk"}? [y/N] '))
+        term.type("y\n")
+        term.expect(re.escape("Deleted “buy milk”.") + r"\r?\n› ")
+        term.type("\x04")
+        assert term.process.wait(timeout=15) == 0
+        assert run_statuses(live) == ["completed", "awaiting_approval", "completed", "awaiting_approval", "completed"]
+    finally:
+        live.stop()
