@@ -78,7 +78,6 @@ def declined(reason: str | None) -> str:
 SUPERSEDED = "they sent a new message instead of deciding"
 
 
-
 def _quoted(value: Any) -> str:
     return f"“{value}”"
 

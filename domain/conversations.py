@@ -285,20 +285,36 @@ class ApprovalView(msgspec.Struct, frozen=True, omit_defaults=True):
     created_at: datetime
     decision: Decided | None = None
     reason: str | None = None
+    decided_at: datetime | None = None
 
 
 async def list_approvals(conversation_id: str) -> list[ApprovalView]:
-    """Every approval asked in the conversation, oldest first: decided or still waiting."""
+    """Every approval asked in the conversation, oldest first: decided or still waiting.
+
+    Only those of replies that still stand: answering a message again drops what followed it,
+    and gives that message to the new reply, so the old reply keeps no message of its own.
+    """
     key = parse_id(conversation_id)
     if key is None:
         return []
     rows = await (
         Approval.select(
             Approval.run.as_alias("run_id"), Approval.call_id, Approval.name, Approval.arguments,
-            Approval.created_at, Approval.decision, Approval.reason,
+            Approval.created_at, Approval.decision, Approval.reason, Approval.decided_at,
         )
         .where(Approval.run.conversation == key)
         .order_by(Approval.created_at, Approval.id)
         .output(load_json=True)
     )
-    return [msgspec.convert({**row, "run_id": str(row["run_id"])}, ApprovalView) for row in rows]
+    if not rows:
+        return []
+    asked_in = {str(row["run_id"]) for row in rows}
+    standing = {
+        row["run_id"] for row in await Message.select(Message.run_id).where(
+            Message.conversation == key, Message.run_id.is_in(list(asked_in))
+        )
+    }
+    return [
+        msgspec.convert({**row, "run_id": str(row["run_id"])}, ApprovalView)
+        for row in rows if str(row["run_id"]) in standing
+    ]

@@ -174,13 +174,37 @@ def test_a_reload_shows_the_waiting_card_with_its_buttons_on_every_page(client):
 
 def test_a_new_message_declines_the_card(client):
     thread_id, card, _ = ask_to_delete(client)
-    stream_events(chatkit(client, add(thread_id, "list my tasks")))
+    events = stream_events(chatkit(client, add(thread_id, "list my tasks")))
+    check_sequence(events, created=False)
+    # The card loses its buttons at once, in the new message's stream, and on every read.
+    [replaced] = [e["item"] for e in events if e["type"] == "thread.item.replaced"]
+    assert replaced["id"] == card["id"]
+    assert texts(replaced) == ["Delete the task “buy milk”", "Declined: you sent a new message instead"]
+    assert "buy milk" in reply_text(events)
     stored = {i["id"]: i for i in get_thread(client, thread_id)["items"]["data"]}
-    assert texts(stored[card["id"]]) == ["Delete the task “buy milk”", "Declined: you sent a new message instead"]
+    assert stored[card["id"]]["widget"] == replaced["widget"]
+    # A later message has nothing more to decline.
+    later = stream_events(chatkit(client, add(thread_id, "hello")))
+    assert "thread.item.replaced" not in [e["type"] for e in later]
     events = stream_events(click(client, thread_id, card, "Approve"))
     assert events == [{"type": "error", "code": "custom", "allow_retry": False,
                        "message": "This call was already rejected."}]
     assert titles(client) == ["buy milk"]
+
+
+def test_answering_the_asking_message_again_drops_its_card(client):
+    """Retry drops what followed the message: the old card with it; the new reply asks anew."""
+    thread_id, card, events = ask_to_delete(client)
+    message_id = events[0]["item"]["id"]
+    retried = stream_events(chatkit(client, request("threads.retry_after_item", thread_id=thread_id,
+                                                    item_id=message_id)))
+    [new_card] = [i for i in items_of(retried) if i["type"] == "widget"]
+    assert new_card["id"] != card["id"] and texts(new_card) == texts(card)
+    stored = get_thread(client, thread_id)["items"]["data"]
+    assert [i["id"] for i in stored if i["type"] == "widget"] == [new_card["id"]]
+    assert stream_events(click(client, thread_id, card, "Approve"))[0]["message"] == "No such approval in this thread."
+    events = stream_events(click(client, thread_id, new_card, "Approve"))
+    assert reply_text(events) == "Deleted “buy milk”." and titles(client) == []
 
 
 def test_deciding_twice_is_an_error_event_and_changes_nothing(client, settings):

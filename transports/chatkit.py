@@ -421,6 +421,19 @@ class _Preamble(msgspec.Struct, frozen=True):
     decided: WidgetItem | None = None
 
 
+async def _superseded(run: ActiveRun) -> list[WidgetItem]:
+    """The cards this run's message declined (a new message answers what still waited): shown
+    decided at once, so their buttons go."""
+    said = run.new.user_message
+    if said is None or run.new.created_conversation:
+        return []
+    return [
+        approval_item(run.conversation_id, approval)
+        for approval in await conversations.list_approvals(run.conversation_id)
+        if approval.reason == SUPERSEDED and approval.decided_at is not None and approval.decided_at >= said.created_at
+    ]
+
+
 async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> AsyncIterator[bytes]:
     """The run's events as ChatKit frames; leaving early (the client closed) is Stop."""
     subscription = runs.subscribe(run, on_leave="stop", idle=False)
@@ -440,6 +453,7 @@ async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> Asyn
         head.append(StreamOptionsEvent(stream_options=StreamOptions(allow_cancel=True)))
         if preamble.decided is not None:
             head.append(ThreadItemReplaced(item=preamble.decided))
+        head += [ThreadItemReplaced(item=card) for card in await _superseded(run)]
         if created is not None and run.new.title:
             # Titled from the first message: announced at once, so a Stop or a failure keeps it.
             head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
