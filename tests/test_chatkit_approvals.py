@@ -9,8 +9,10 @@ dynamic one that accepts anything.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
+import httpx
 import msgspec
 import pytest
 from litestar.testing import TestClient
@@ -22,7 +24,8 @@ with warnings.catch_warnings():
     from chatkit.widgets import Button, Card, Row, Text
 
 from app.main import create_app
-from tests.conftest import auth, count_rows
+from domain.approvals import describe
+from tests.conftest import auth, count_rows, fetch_rows, start_live_server
 from tests.fake_openai import FakeOpenAI, Reply, ToolCall
 from tests.test_chatkit import (
     ITEM_PAGE,
@@ -32,6 +35,7 @@ from tests.test_chatkit import (
     create,
     get_thread,
     items_of,
+    parse_stream,
     reply_text,
     request,
     stream_events,
@@ -293,3 +297,47 @@ def test_two_cards_in_one_reply_the_first_click_only_updates_its_card(approving)
             assert titles(client) == ["walk the dog"]
     finally:
         fake.stop()
+
+
+def test_closing_the_continuation_stream_is_stop(approving):
+    """The reply a click streams is a reply like any other: leaving it stops it."""
+    live = start_live_server(msgspec.structs.replace(approving, offline_token_delay_ms=50))
+    try:
+        with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
+            thread_id = parse_stream(http.post("/chatkit", json=create("add buy milk")).content)[0]["thread"]["id"]
+            asked = parse_stream(http.post("/chatkit", json=add(thread_id, "delete buy milk")).content)
+            [card] = [i for i in items_of(asked) if i["type"] == "widget"]
+            action = request("threads.custom_action", thread_id=thread_id, item_id=card["id"],
+                             action=buttons(card)["Approve"])
+            received, buffer = [], b""
+            with http.stream("POST", "/chatkit", json=action) as response:
+                for chunk in response.iter_bytes():
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n\n")
+                    received += parse_stream(b"".join(frame + b"\n\n" for frame in complete))
+                    if reply_text(received):
+                        break  # Stop: the client closes the connection mid-reply
+            assert received[1]["type"] == "thread.item.replaced"
+            for _ in range(200):
+                statuses = [s for (s,) in fetch_rows(approving.database, "SELECT status FROM run ORDER BY created_at")]
+                if statuses[-1] == "cancelled":
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"the continuation was not stopped by the disconnect: {statuses}")
+            assert statuses == ["completed", "awaiting_approval", "cancelled"]
+    finally:
+        live.stop()
+
+
+@pytest.mark.parametrize(("name", "arguments", "words"), [
+    ("delete_task", {"title": "buy milk"}, "Delete the task “buy milk”"),
+    ("delete_task", {"task_id": 2}, "Delete task 2"),
+    ("add_task", {"title": "call mom"}, "Add the task “call mom”"),
+    ("complete_task", {"title": "call mom", "completed": False}, "Mark the task “call mom” as not done"),
+    ("update_task", {"task_id": 3, "new_title": "call dad"}, "Rename task 3 to “call dad”"),
+    ("list_tasks", {"status": "pending"}, "List your pending tasks"),
+    ("unknown_tool", {"x": [1]}, "Run unknown_tool(x=[1])"),
+])
+def test_a_card_says_the_call_in_words(name, arguments, words):
+    assert describe(name, arguments) == words
