@@ -77,3 +77,36 @@ def declined(reason: str | None) -> str:
 
 SUPERSEDED = "they sent a new message instead of deciding"
 
+
+def _quoted(value: Any) -> str:
+    return f"“{value}”"
+
+
+def _task(arguments: dict[str, Any]) -> str:
+    """The task a call names, as the user knows it: by title, else by number."""
+    if arguments.get("title"):
+        return f"the task {_quoted(arguments['title'])}"
+    if arguments.get("task_id") is not None:
+        return f"task {arguments['task_id']}"
+    return "a task"
+
+
+def describe(name: str, arguments: dict[str, Any]) -> str:
+    """A call in words, for a person asked to approve it: "Delete the task “buy milk”"."""
+    match name:
+        case "delete_task":
+            return f"Delete {_task(arguments)}"
+        case "add_task":
+            return f"Add the task {_quoted(arguments.get('title', ''))}"
+        case "complete_task":
+            done = "done" if arguments.get("completed", True) else "not done"
+            return f"Mark {_task(arguments)} as {done}"
+        case "update_task" if arguments.get("new_title"):
+            return f"Rename {_task(arguments)} to {_quoted(arguments['new_title'])}"
+        case "update_task":
+            return f"Change the description of {_task(arguments)}"
+        case "list_tasks":
+            status = arguments.get("status", "all")
+            return "List your tasks" if status == "all" else f"List your {status} tasks"
+    shown = ", ".join(f"{key}={msgspec.json.encode(value).decode()}" for key, value in arguments.items())
+    return f"Run {name}({shown})"

@@ -11,7 +11,7 @@ from piccolo.engine.base import Engine
 
 from domain.errors import InvalidInput
 from domain.limits import check_conversation_title
-from domain.tables import Conversation, Message
+from domain.tables import Approval, Conversation, Message
 
 Role = Literal["user", "assistant", "tool", "hidden"]
 MessageStatus = Literal["completed", "cancelled", "failed", "interrupted"]
@@ -169,6 +169,7 @@ class ConversationPage(msgspec.Struct, frozen=True):
 class MessagePage(msgspec.Struct, frozen=True):
     messages: list[MessageView]
     has_more: bool
+    after_at: datetime | None = None  # when the cursor's message was written: where the page begins
 
 
 def _after(table: type[Conversation] | type[Message], cursor: dict, order: PageOrder):
@@ -235,7 +236,8 @@ async def page_messages(
             raise InvalidInput("The page cursor does not name an item of this thread.", field="after")
         query = query.where(_after(Message, cursor, order))
     rows = await query
-    return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit)
+    return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit,
+                       after_at=cursor["created_at"] if after is not None else None)
 
 
 async def set_feedback(
@@ -266,3 +268,53 @@ async def last_user_message_id(conversation_id: str) -> str | None:
         .first()
     )
     return str(row["id"]) if row else None
+
+
+# -- Approvals asked in a conversation (what a client shows again on reload) -------------
+
+Decided = Literal["approved", "rejected"]
+
+
+class ApprovalView(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tool call a reply stopped at for the user's yes, and the decision once made."""
+
+    run_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    created_at: datetime
+    decision: Decided | None = None
+    reason: str | None = None
+    decided_at: datetime | None = None
+
+
+async def list_approvals(conversation_id: str) -> list[ApprovalView]:
+    """Every approval asked in the conversation, oldest first: decided or still waiting.
+
+    Only those of replies that still stand: answering a message again drops what followed it,
+    and gives that message to the new reply, so the old reply keeps no message of its own.
+    """
+    key = parse_id(conversation_id)
+    if key is None:
+        return []
+    rows = await (
+        Approval.select(
+            Approval.run.as_alias("run_id"), Approval.call_id, Approval.name, Approval.arguments,
+            Approval.created_at, Approval.decision, Approval.reason, Approval.decided_at,
+        )
+        .where(Approval.run.conversation == key)
+        .order_by(Approval.created_at, Approval.id)
+        .output(load_json=True)
+    )
+    if not rows:
+        return []
+    asked_in = {str(row["run_id"]) for row in rows}
+    standing = {
+        row["run_id"] for row in await Message.select(Message.run_id).where(
+            Message.conversation == key, Message.run_id.is_in(list(asked_in))
+        )
+    }
+    return [
+        msgspec.convert({**row, "run_id": str(row["run_id"])}, ApprovalView)
+        for row in rows if str(row["run_id"]) in standing
+    ]

@@ -6,6 +6,11 @@ an ``assistant_message``, each tool call a ``workflow`` item with one ``custom``
 notes for the model are never sent. Item ids are message ids (tool calls: ``wf_`` + the call
 id), so an item keeps its id from its first stream event to every later read.
 
+A tool call that needs the user's yes is a ``widget`` item (``approval_`` + the call id): a card
+that says the call in words, with Approve and Reject buttons whose actions come back as
+``threads.custom_action``. Deciding replaces the card with one that shows the decision and
+streams the continuation; reads rebuild the card from the approval as stored.
+
 Streaming requests answer ``data: <json>\\n\\n`` frames; closing the connection is ChatKit's
 Stop and cancels the run (its partial text and a hidden note for the model are stored).
 """
@@ -29,19 +34,31 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, Reques
 from piccolo.engine.base import Engine
 
 from domain import conversations, events
-from domain.conversations import ConversationView, MessagePage, MessageView, ToolRecord
+from domain.approvals import SUPERSEDED, Decision, describe
+from domain.conversations import (
+    ApprovalView,
+    ConversationView,
+    MessagePage,
+    MessageView,
+    PageOrder,
+    ToolRecord,
+)
 from domain.errors import ChatError, InvalidInput, NotFound
 from domain.events import DoneStatus
 from domain.limits import Limits
 from domain.runs import ActiveRun, RunManager, unfinished_tool_result
 from transports.chatkit_types import (
+    ActionConfig,
     ActiveStatus,
     AssistantMessageItem,
     AttachmentsCreate,
     AttachmentsDelete,
+    Button,
+    Card,
     ChatKitRequest,
     ContentPartAdded,
     ContentPartDone,
+    CustomActionParams,
     CustomSummary,
     CustomTask,
     ErrorEvent,
@@ -53,6 +70,7 @@ from transports.chatkit_types import (
     ItemsFeedback,
     ItemsList,
     OutputText,
+    Row,
     StreamEvent,
     StreamingRequest,
     StreamOptions,
@@ -63,10 +81,12 @@ from transports.chatkit_types import (
     ThreadItem,
     ThreadItemAdded,
     ThreadItemDone,
+    ThreadItemReplaced,
     ThreadItemUpdated,
     ThreadPage,
     ThreadsAddUserMessage,
     ThreadsCreate,
+    ThreadsCustomAction,
     ThreadsDelete,
     ThreadsGetById,
     ThreadsList,
@@ -76,6 +96,8 @@ from transports.chatkit_types import (
     ThreadUpdated,
     UserMessageInput,
     UserMessageItem,
+    WidgetItem,
+    WidgetText,
     Workflow,
     WorkflowItem,
     WorkflowTaskUpdated,
@@ -193,10 +215,71 @@ def item_of(thread_id: str, message: MessageView) -> ThreadItem | None:
     return None  # hidden: a note for the model only
 
 
-def item_page(thread_id: str, page: MessagePage) -> ItemPage:
-    items = [item for item in (item_of(thread_id, m) for m in page.messages) if item is not None]
+APPROVAL_ACTION = "approval"
+
+
+class ApprovalPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What an approval card's button sends back: which call, and the user's answer."""
+
+    run_id: str
+    call_id: str
+    approve: bool
+
+
+def approval_id(call_id: str) -> str:
+    return f"approval_{call_id}"
+
+
+def _outcome(approval: ApprovalView) -> WidgetText:
+    if approval.decision == "approved":
+        return WidgetText(value="Approved", color="success", size="sm")
+    reason = "you sent a new message instead" if approval.reason == SUPERSEDED else approval.reason
+    return WidgetText(value=f"Declined: {reason}" if reason else "Declined", color="danger", size="sm")
+
+
+def approval_item(thread_id: str, approval: ApprovalView) -> WidgetItem:
+    """A call waiting for the user's yes: a card asking in words, with Approve and Reject
+    buttons; once decided, the same card (same id) says what was decided instead."""
+    words = describe(approval.name, approval.arguments)
+    if approval.decision is None:
+        buttons = [
+            Button(label=label, style=style, onClickAction=ActionConfig(
+                type=APPROVAL_ACTION, payload=ApprovalPayload(approval.run_id, approval.call_id, approve),
+                handler="server",
+            ))
+            for label, style, approve in (("Approve", "primary", True), ("Reject", "secondary", False))
+        ]
+        children: list[WidgetText | Row] = [WidgetText(value=f"{words}?", weight="semibold"), Row(buttons, gap=2)]
+    else:
+        children = [WidgetText(value=words, weight="semibold"), _outcome(approval)]
+    return WidgetItem(
+        id=approval_id(approval.call_id), thread_id=thread_id, created_at=_utc(approval.created_at),
+        widget=Card(children), copy_text=words,
+    )
+
+
+def _on_page(approval: ApprovalView, page: MessagePage, order: PageOrder) -> bool:
+    """Whether a card belongs to this page of messages. A card sorts just after the messages of
+    its instant (its reply's text is written then), so a page holds the cards between its cursor
+    and its last message, or every later one on the last page."""
+    at, since = approval.created_at, page.after_at
+    until = page.messages[-1].created_at if page.has_more and page.messages else None
+    if order == "asc":
+        return (since is None or at > since) and (until is None or at <= until)
+    return (since is None or at < since) and (until is None or at >= until)
+
+
+def item_page(thread_id: str, page: MessagePage, order: PageOrder = "asc",
+              approvals: Iterable[ApprovalView] = ()) -> ItemPage:
+    """A page of messages as items, with the approval cards of its stretch of time among them."""
+    shown = [(m.created_at, 0, item) for m in page.messages if (item := item_of(thread_id, m)) is not None]
+    cards = [(a.created_at, 1, approval_item(thread_id, a)) for a in approvals if _on_page(a, page, order)]
+    if order == "desc":
+        cards.reverse()
+    # A stable sort: messages keep their order among themselves, and so do cards.
+    merged = sorted(shown + cards, key=lambda entry: entry[:2], reverse=order == "desc")
     after = page.messages[-1].id if page.has_more and page.messages else None
-    return ItemPage(data=items, has_more=page.has_more, after=after)
+    return ItemPage(data=[item for *_, item in merged], has_more=page.has_more, after=after)
 
 
 _NO_ITEMS = ItemPage(data=[], has_more=False)
@@ -227,6 +310,7 @@ class ReplyTranslator:
         self._text: list[str] = []
         self._assistant_at: datetime | None = None
         self._calls: dict[str, tuple[datetime, ToolRecord]] = {}
+        self._waiting: set[str] = set()  # calls waiting for approval: open until decided
 
     def translate(self, event: events.Event) -> list[StreamEvent]:
         if self.ended:
@@ -244,6 +328,8 @@ class ReplyTranslator:
                 return [ThreadItemAdded(item=item)]
             case events.ToolResult(call_id=call_id, name=name, result=result):
                 return self._tool_done(call_id, name, result)
+            case events.ApprovalRequest(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
+                return self._ask(ApprovalView(run_id, call_id, name, arguments, _now()))
             case events.Error(message=message):
                 self.ended = True
                 return [ErrorEvent(code="custom", message=message, allow_retry=True)]
@@ -266,6 +352,19 @@ class ReplyTranslator:
         out.append(ThreadItemUpdated(item_id=self.assistant_id, update=TextDelta(content_index=0, delta=content)))
         return out
 
+    def _ask(self, approval: ApprovalView) -> list[StreamEvent]:
+        """The call's workflow stays open, no longer loading: the card asks, and the
+        continuation's result completes it."""
+        out: list[StreamEvent] = []
+        self._waiting.add(approval.call_id)
+        if approval.call_id in self._calls:
+            task = CustomTask(status_indicator="none", title=f"{approval.name} waits for your approval",
+                              content=_json_text(approval.arguments) if approval.arguments else None)
+            out.append(ThreadItemUpdated(item_id=workflow_id(approval.call_id),
+                                         update=WorkflowTaskUpdated(task_index=0, task=task)))
+        out.append(ThreadItemDone(item=approval_item(self.thread_id, approval)))
+        return out
+
     def _tool_done(self, call_id: str, name: str, result: Any) -> list[StreamEvent]:
         pending = self._calls.pop(call_id, None)
         at, tool = pending or (_now(), ToolRecord(call_id, name, {}))
@@ -282,7 +381,8 @@ class ReplyTranslator:
         out: list[StreamEvent] = []
         # Calls cut short: shown with the result they are stored with.
         for call_id, (_, tool) in list(self._calls.items()):
-            out += self._tool_done(call_id, tool.name, unfinished_tool_result(status))
+            if call_id not in self._waiting:
+                out += self._tool_done(call_id, tool.name, unfinished_tool_result(status))
         if self._assistant_at is not None:
             final = OutputText(text="".join(self._text), annotations=[])
             out.append(ThreadItemUpdated(
@@ -313,10 +413,25 @@ def chat_error_frame(exc: ChatError) -> bytes:
 
 
 class _Preamble(msgspec.Struct, frozen=True):
-    """What to say before the reply: a new thread, the user's message, its title."""
+    """What to say before the reply: a new thread, the user's message, its title, or the
+    approval card the decision that started it updated."""
 
     new_thread: bool
     echo_user_message: bool
+    decided: WidgetItem | None = None
+
+
+async def _superseded(run: ActiveRun) -> list[WidgetItem]:
+    """The cards this run's message declined (a new message answers what still waited): shown
+    decided at once, so their buttons go."""
+    said = run.new.user_message
+    if said is None or run.new.created_conversation:
+        return []
+    return [
+        approval_item(run.conversation_id, approval)
+        for approval in await conversations.list_approvals(run.conversation_id)
+        if approval.reason == SUPERSEDED and approval.decided_at is not None and approval.decided_at >= said.created_at
+    ]
 
 
 async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> AsyncIterator[bytes]:
@@ -336,6 +451,9 @@ async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> Asyn
                 head.append(ThreadCreated(thread=created))
             head.append(ThreadItemDone(item=user_item(run.conversation_id, message)))
         head.append(StreamOptionsEvent(stream_options=StreamOptions(allow_cancel=True)))
+        if preamble.decided is not None:
+            head.append(ThreadItemReplaced(item=preamble.decided))
+        head += [ThreadItemReplaced(item=card) for card in await _superseded(run)]
         if created is not None and run.new.title:
             # Titled from the first message: announced at once, so a Stop or a failure keeps it.
             head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
@@ -380,6 +498,42 @@ async def retry_stream(runs: RunManager, user: str, thread_id: str, item_id: str
             yield frame
 
 
+def _approval_of(action_payload: Any) -> ApprovalPayload:
+    try:
+        return msgspec.convert(action_payload, ApprovalPayload)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"The approval action is malformed: {exc}.", field="action.payload") from None
+
+
+async def custom_action_stream(runs: RunManager, user: str, params: CustomActionParams) -> AsyncIterator[bytes]:
+    """``threads.custom_action`` from an approval card: record the decision, show it on the
+    card, and stream the continuation once every call of that reply is decided."""
+    try:
+        if params.action.type != APPROVAL_ACTION:
+            raise InvalidInput(f"This server has no action {params.action.type!r}.", field="action.type")
+        payload = _approval_of(params.action.payload)
+        conversation = await _owned(user, params.thread_id)
+        asked = next((a for a in await conversations.list_approvals(conversation.id)
+                      if a.run_id == payload.run_id and a.call_id == payload.call_id), None)
+        if asked is None or params.item_id not in (None, approval_id(asked.call_id)):
+            raise NotFound("No such approval in this thread.")
+        decided = await runs.decide(user, payload.run_id, Decision(payload.call_id, payload.approve))
+    except ChatError as exc:
+        yield chat_error_frame(exc)
+        return
+    card = approval_item(conversation.id, msgspec.structs.replace(
+        asked, decision="approved" if payload.approve else "rejected"
+    ))
+    if isinstance(decided, list):  # other calls of that reply still wait: only the card changes
+        yield frames([StreamOptionsEvent(stream_options=StreamOptions(allow_cancel=True)),
+                      ThreadItemReplaced(item=card)])
+        return
+    preamble = _Preamble(new_thread=False, echo_user_message=False, decided=card)
+    async with contextlib.aclosing(_follow(runs, decided, preamble)) as reply:
+        async for frame in reply:
+            yield frame
+
+
 async def guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Any failure becomes an ``error`` event that ends the stream, never a broken body."""
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
@@ -411,7 +565,8 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManage
         case ThreadsGetById(params=params):
             conversation = await _owned(user, params.thread_id)
             page = await conversations.page_messages(conversation.id, limits.items_page, "asc")
-            return _encoder.encode(thread_of(conversation, item_page(conversation.id, page)))
+            approvals = await conversations.list_approvals(conversation.id)
+            return _encoder.encode(thread_of(conversation, item_page(conversation.id, page, "asc", approvals)))
         case ThreadsList(params=params):
             threads = await conversations.page_conversations(
                 user, limits.items_page_size(params.limit), params.order, params.after
@@ -425,7 +580,8 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManage
             page = await conversations.page_messages(
                 conversation.id, limits.items_page_size(params.limit), params.order, params.after
             )
-            return _encoder.encode(item_page(conversation.id, page))
+            approvals = await conversations.list_approvals(conversation.id)
+            return _encoder.encode(item_page(conversation.id, page, params.order, approvals))
         case ThreadsUpdate(params=params):
             if not await runs.rename_conversation(user, params.thread_id, params.title.strip()):
                 raise NotFound("No such thread.")
@@ -443,7 +599,7 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManage
         case InputTranscribe():
             _unsupported("input.transcribe", "has no speech-to-text")
         case ThreadsSyncCustomAction():
-            _unsupported("threads.sync_custom_action", "defines no widget actions")
+            _unsupported("threads.sync_custom_action", "answers widget actions as a stream (threads.custom_action)")
     raise AssertionError(f"unhandled ChatKit request {type(request).__name__}")
 
 
@@ -455,7 +611,9 @@ def stream_for(request: StreamingRequest, user: str, runs: RunManager) -> AsyncI
             return message_stream(runs, user, params.input, params.thread_id)
         case ThreadsRetryAfterItem(params=params):
             return retry_stream(runs, user, params.thread_id, params.item_id)
-    # Client tools, structured input and widget actions: nothing here ever asks for them.
+        case ThreadsCustomAction(params=params):
+            return custom_action_stream(runs, user, params)
+    # Client tools and structured input: nothing here ever asks for them.
     return unsupported_stream(request.__struct_config__.tag)
 
 
@@ -527,8 +685,9 @@ class ChatKitController(Controller):
         summary="The ChatKit server protocol (one endpoint; dispatch on the body's type)",
         description=(
             "Body: a ChatKit request envelope `{type, params, metadata?}`. `threads.create`, "
-            "`threads.add_user_message` and `threads.retry_after_item` answer an event stream "
-            "(`data: <json>` frames); closing it stops the reply. The other types answer JSON."
+            "`threads.add_user_message`, `threads.retry_after_item` and `threads.custom_action` (an "
+            "approval card's Approve / Reject) answer an event stream (`data: <json>` frames); closing "
+            "it stops the reply. The other types answer JSON."
         ),
         responses=_STREAM_RESPONSE,
         raises=CHAT_ERRORS,

@@ -1,8 +1,9 @@
 """ChatKit wire types (openai-chatkit 1.6.5, ``chatkit/types.py``) as msgspec Structs.
 
 Only what this server reads or sends. Requests: every envelope of the protocol, so an
-unsupported one is recognised and refused by name. Responses: threads, pages, the three
-item kinds a conversation maps to, and the stream events that carry them.
+unsupported one is recognised and refused by name. Responses: threads, pages, the item
+kinds a conversation maps to (and the widget of an approval card), and the stream events
+that carry them.
 Fields that may be null default to None and are omitted, as the reference does
 (``exclude_none``); every other field has no default, so it is always sent.
 """
@@ -88,9 +89,16 @@ class StructuredInputParams(_Wire, frozen=True):
     input: dict[str, Any]
 
 
+class Action(_Wire, frozen=True):
+    """A widget's action as the client sends it back: its ``type`` and ``payload``, verbatim."""
+
+    type: str
+    payload: Any = None
+
+
 class CustomActionParams(_Wire, frozen=True):
     thread_id: str
-    action: dict[str, Any]
+    action: Action
     item_id: str | None = None
 
 
@@ -263,7 +271,45 @@ class WorkflowItem(_Item, tag="workflow", frozen=True):
     workflow: Workflow
 
 
-ThreadItem = UserMessageItem | AssistantMessageItem | WorkflowItem
+# Widgets (``chatkit/widgets.py``): only the components the approval card is made of.
+
+class ActionConfig(_Wire, frozen=True):
+    """What a click sends: ``threads.custom_action`` with this ``type`` and ``payload``."""
+
+    type: str
+    payload: Any
+    handler: Literal["server"]
+
+
+class WidgetText(_Tagged, tag="Text", frozen=True):
+    value: str
+    weight: Literal["normal", "medium", "semibold", "bold"] | None = None
+    color: str | None = None
+    size: Literal["xs", "sm", "md", "lg", "xl"] | None = None
+
+
+class Button(_Tagged, tag="Button", frozen=True):
+    label: str
+    onClickAction: ActionConfig
+    style: Literal["primary", "secondary"] | None = None
+
+
+class Row(_Tagged, tag="Row", frozen=True):
+    children: list[Button]
+    gap: int | None = None
+
+
+class Card(_Tagged, tag="Card", frozen=True):
+    children: list[WidgetText | Row]
+    size: Literal["sm", "md", "lg", "full"] | None = None
+
+
+class WidgetItem(_Item, tag="widget", frozen=True):
+    widget: Card
+    copy_text: str | None = None
+
+
+ThreadItem = UserMessageItem | AssistantMessageItem | WorkflowItem | WidgetItem
 
 
 class ItemPage(_Wire, frozen=True):
@@ -337,6 +383,10 @@ class ThreadItemDone(_Tagged, tag="thread.item.done", frozen=True):
     item: ThreadItem
 
 
+class ThreadItemReplaced(_Tagged, tag="thread.item.replaced", frozen=True):
+    item: ThreadItem
+
+
 class StreamOptionsEvent(_Tagged, tag="stream_options", frozen=True):
     stream_options: StreamOptions
 
@@ -350,6 +400,6 @@ class ErrorEvent(_Tagged, tag="error", frozen=True):
 
 
 StreamEvent = (
-    ThreadCreated | ThreadUpdated | ThreadItemAdded | ThreadItemUpdated | ThreadItemDone
+    ThreadCreated | ThreadUpdated | ThreadItemAdded | ThreadItemUpdated | ThreadItemDone | ThreadItemReplaced
     | StreamOptionsEvent | ErrorEvent
 )
