@@ -517,7 +517,7 @@ async def custom_action_stream(runs: RunManager, user: str, params: CustomAction
                       if a.run_id == payload.run_id and a.call_id == payload.call_id), None)
         if asked is None or params.item_id not in (None, approval_id(asked.call_id)):
             raise NotFound("No such approval in this thread.")
-        decided = await runs.decide(user, payload.run_id, Decision(payload.call_id, payload.approve))
+        decided = await runs.decide(user, payload.run_id, Decision(payload.call_id, payload.approve), transport="chatkit")
     except ChatError as exc:
         yield chat_error_frame(exc)
         return
