@@ -9,6 +9,7 @@ from typing import Any, Literal
 import msgspec
 from piccolo.engine.base import Engine
 
+from domain.approvals import describe
 from domain.errors import InvalidInput
 from domain.limits import check_conversation_title
 from domain.tables import Approval, Conversation, Message
@@ -283,6 +284,7 @@ class ApprovalView(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str
     arguments: dict[str, Any]
     created_at: datetime
+    description: str = ""  # the call in words
     decision: Decided | None = None
     reason: str | None = None
     decided_at: datetime | None = None
@@ -315,6 +317,7 @@ async def list_approvals(conversation_id: str) -> list[ApprovalView]:
         )
     }
     return [
-        msgspec.convert({**row, "run_id": str(row["run_id"])}, ApprovalView)
+        msgspec.convert({**row, "run_id": str(row["run_id"]), "description": describe(row["name"], row["arguments"])},
+                        ApprovalView)
         for row in rows if str(row["run_id"]) in standing
     ]

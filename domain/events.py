@@ -57,6 +57,7 @@ class ApprovalRequest(_Event, tag="approval_request"):
     call_id: str
     name: str
     arguments: dict[str, Any]
+    description: str = ""  # the call in words, to ask a person: "Delete the task “buy milk”"
 
 
 class Error(_Event, tag="error"):

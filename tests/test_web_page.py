@@ -204,3 +204,40 @@ def test_a_conversation_is_deleted_after_a_second_click(page, server):
     expect(entry).to_have_count(0)
     expect(page.locator(".msg")).to_have_count(0)
     assert httpx.get(f"{server.url}/api/alice/conversations", headers=auth("alice")).json() == []
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_an_approval_card_survives_a_reload_and_its_buttons_decide(browser, settings, transport):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5, tool_approval="delete_task"))
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    try:
+        sign_in(page, live)
+        choose_transport(page, transport)
+        send(page, "add buy milk")
+        expect(page.locator("#tasks li .title")).to_have_text(["buy milk"])
+        send(page, "delete buy milk")
+        card = page.locator(".approval")
+        expect(card.locator(".approval-question")).to_have_text("Delete the task “buy milk”?")
+        expect(page.locator("#send")).to_be_visible()  # the reply waits: the composer is free
+
+        page.reload()  # the question is still there, with its buttons
+        expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+        card = page.locator(".approval")
+        expect(card.get_by_role("button")).to_have_text(["Approve", "Reject"])
+        card.get_by_role("button", name="Approve").focus()  # keyboard reachable
+        page.keyboard.press("Enter")
+        expect(card.locator(".approval-decision")).to_have_text("Approved")
+        expect(page.locator(".msg.assistant").last.locator(".bubble")).to_contain_text("Deleted “buy milk”")
+        expect(page.locator("#tasks li")).to_have_count(0)
+
+        page.reload()  # decided: the card says so, without buttons
+        expect(page.locator(".approval .approval-decision")).to_have_text("Approved")
+        expect(page.locator(".approval button")).to_have_count(0)
+    finally:
+        context.close()
+        live.stop()
+    assert script_errors == []

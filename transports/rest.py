@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from piccolo.engine.base import Engine
 
 from domain import conversations, tasks
-from domain.conversations import ConversationView, MessageView
+from domain.conversations import ApprovalView, ConversationView, MessageView
 from domain.errors import AlreadyStarted
 from domain.limits import Limits
 from domain.models import ModelProvider
@@ -28,6 +28,8 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     messages: list[MessageView]
+    # Tool calls its replies stopped at for the user's yes: waiting (no ``decision``) or decided.
+    approvals: list[ApprovalView]
 
 
 class CancelAccepted(msgspec.Struct, frozen=True):
@@ -84,7 +86,7 @@ class ConversationController(Controller):
         messages = await conversations.list_messages(found.id)
         return ConversationDetail(
             id=found.id, title=found.title, created_at=found.created_at, updated_at=found.updated_at,
-            messages=messages,
+            messages=messages, approvals=await conversations.list_approvals(found.id),
         )
 
     @delete("/{conversation_id:str}", summary="Delete a conversation, its messages and runs",

@@ -160,6 +160,16 @@ const sse = {
   async cancel(reply) {
     await api("POST", `/runs/${encodeURIComponent(reply.runId)}/cancel`);
   },
+
+  // The answer streams the continuation, or is 202 while other calls of that run still wait.
+  async decide(reply, runId, callId, approve) {
+    const response = await request("POST", `/runs/${encodeURIComponent(runId)}/approvals`, {
+      body: { call_id: callId, approve, on_disconnect: "continue" },
+      signal: reply.abort.signal,
+    });
+    if (response.status === 202) return waiting(reply);
+    await readEvents(response, (event) => onEvent(reply, event));
+  },
 };
 
 // Runs one SSE request for a reply; if the connection breaks before `done`, resumes with backoff.
@@ -277,6 +287,10 @@ const ws = {
   async cancel(reply) {
     this.send({ type: "cancel", run_id: reply.runId });
   },
+
+  decide(reply, runId, callId, approve) {
+    this.send({ type: "approval", run_id: runId, call_id: callId, approve });
+  },
 };
 
 setInterval(() => ws.ready && ws.send({ type: "ping" }), 25000);
@@ -284,6 +298,7 @@ setInterval(() => ws.ready && ws.send({ type: "ping" }), 25000);
 function onFrame(frame) {
   const reply = state.reply;
   if (frame.type === "pong") return;
+  if (frame.type === "approval_waiting") return reply && !reply.runId && waiting(reply);
   if (frame.type === "error" && frame.seq === undefined) {
     // A refused frame, not a run's error event.
     if (frame.code === "run_finished") return; // a Stop that came too late: `done` is on its way
@@ -370,6 +385,28 @@ class Turn {
     if (card) card.querySelector(".tool-result").textContent = pretty(result);
   }
 
+  // A call waiting for the user's yes: the question in words and two buttons; once decided,
+  // the decision instead. Redrawn from the conversation after a reload.
+  approval({ run_id, call_id, description, decision, reason }) {
+    const card = el("div", "approval");
+    card.dataset.callId = call_id;
+    card.append(el("p", "approval-question", `${description || "Run this tool"}?`));
+    if (decision) card.append(el("p", `approval-decision ${decision}`, decisionText(decision, reason)));
+    else {
+      const buttons = el("div", "approval-buttons");
+      for (const [label, approve, kind] of [["Approve", true, "primary"], ["Reject", false, "ghost"]]) {
+        const button = el("button", kind, label);
+        button.type = "button";
+        button.addEventListener("click", () => decide(card, run_id, call_id, approve));
+        buttons.append(button);
+      }
+      card.append(buttons);
+    }
+    this.node.append(card);
+    scrollDown();
+    return card;
+  }
+
   finish(status, error) {
     this.finished = true;
     this.node.classList.remove("streaming");
@@ -380,19 +417,26 @@ class Turn {
   }
 }
 
-function renderMessages(list) {
+function renderMessages(list, approvals = []) {
   clearMessages();
   const turns = new Map();
+  const asked = new Set(approvals.map((approval) => approval.run_id));
+  const turnOf = (runId) => {
+    let entry = turns.get(runId);
+    if (!entry) {
+      entry = { turn: new Turn(false), status: "completed" };
+      turns.set(runId, entry);
+    }
+    return entry;
+  };
   for (const message of list) {
     if (message.role === "user") {
       appendUser(message.content);
+      // A reply that stopped at a question may have said nothing: its turn holds the card.
+      if (asked.has(message.run_id)) turnOf(message.run_id).status = "awaiting_approval";
       continue;
     }
-    let entry = turns.get(message.run_id);
-    if (!entry) {
-      entry = { turn: new Turn(false), status: "completed" };
-      turns.set(message.run_id, entry);
-    }
+    const entry = turnOf(message.run_id);
     entry.status = message.status;
     if (message.role === "tool" && message.tool) {
       entry.turn.tool(message.tool);
@@ -401,8 +445,34 @@ function renderMessages(list) {
       entry.turn.text(message.content);
     }
   }
+  for (const approval of approvals) turnOf(approval.run_id).turn.approval(approval);
   for (const { turn, status } of turns.values()) turn.finish(status);
   scrollDown(true);
+}
+
+function decisionText(decision, reason) {
+  if (decision === "approved") return "Approved";
+  return reason ? `Declined: ${reason}` : "Declined";
+}
+
+// The user's answer to a question on a card: the card shows it, and the continuation (a new
+// reply in the same conversation) streams below, once every question of that reply is answered.
+function decide(card, runId, callId, approve) {
+  if (state.reply || !state.loaded) return;
+  for (const button of card.querySelectorAll("button")) button.remove();
+  card.append(el("p", `approval-decision ${approve ? "approved" : "rejected"}`, decisionText(approve ? "approved" : "rejected")));
+  const reply = newReply({ decision: true });
+  if (reply.transport === "ws") ws.decide(reply, runId, callId, approve);
+  else followSSE(reply, () => sse.decide(reply, runId, callId, approve));
+  $("input").focus();
+}
+
+// A decision recorded while the reply still waits for others: no continuation yet.
+function waiting(reply) {
+  reply.finished = true;
+  reply.turn.node.remove();
+  state.reply = null;
+  setBusy(false);
 }
 
 function renderConversations(list) {
@@ -468,7 +538,7 @@ async function openConversation(id, saved = null) {
     return newChat();
   }
   setConversation(id);
-  renderMessages(conversation.messages);
+  renderMessages(conversation.messages, conversation.approvals);
   if (saved && saved.conversationId === id) {
     // Finished while the page was away: the stored conversation already holds all of it.
     const stored = conversation.messages.some((m) => m.run_id === saved.runId && m.role !== "user");
@@ -559,6 +629,10 @@ function onEvent(reply, event) {
       loadTasks().catch(showError);
       break;
     }
+    case "approval_request":
+      reply.turn.approval(event);
+      items.push({ kind: "approval", ...event });
+      break;
     case "error":
       reply.error = event.message;
       break;
@@ -592,6 +666,7 @@ function refused(reply, error) {
   state.reply = null;
   setBusy(false);
   showError(error);
+  if (reply.decision) openConversation(state.conversationId).catch(showError); // show what was decided
 }
 
 function resumeReply(saved) {
@@ -599,6 +674,7 @@ function resumeReply(saved) {
     items: saved.items || [] });
   for (const item of reply.items) {
     if (item.kind === "text") reply.turn.text(item.content);
+    else if (item.kind === "approval") reply.turn.approval(item);
     else {
       reply.turn.tool(item);
       if ("result" in item) reply.turn.result(item);

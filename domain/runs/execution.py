@@ -23,7 +23,7 @@ from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, St
 from openai.types.responses import ResponseTextDeltaEvent
 
 from domain import conversations, events, log_context, text
-from domain.approvals import PendingCall, declined
+from domain.approvals import PendingCall, declined, describe
 from domain.conversations import ToolRecord
 from domain.events import DoneStatus, Usage
 from domain.limits import Limits
@@ -336,7 +336,8 @@ class ActiveRun:
                 arguments=text.clean_value(_json_object(getattr(raw, "arguments", "") or "{}")),
             )
             self.pending.append(call)
-            self._emit(events.ApprovalRequest, call_id=call.call_id, name=call.name, arguments=call.arguments)
+            self._emit(events.ApprovalRequest, call_id=call.call_id, name=call.name, arguments=call.arguments,
+                       description=describe(call.name, call.arguments))
         # The context holds the database engine: it is the server's, given back on resume.
         self._state = result.to_state().to_string(context_serializer=lambda _: {})
         return True
