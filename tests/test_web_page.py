@@ -241,3 +241,37 @@ def test_an_approval_card_survives_a_reload_and_its_buttons_decide(browser, sett
         context.close()
         live.stop()
     assert script_errors == []
+
+
+def test_a_reply_started_in_one_tab_streams_in_the_other_and_both_stay_current(browser, server):
+    tabs = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tabs.append(tab)
+    one, other = tabs
+    try:
+        sign_in(one, server)
+        send(one, "add buy milk")
+        expect(one.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+        sign_in(other, server)
+        expect(other.locator("#tasks li .title")).to_have_text(["buy milk"])
+        other.locator("#conversations li .title").first.click()
+        expect(other.locator(".msg.assistant")).to_have_count(1)
+
+        send(one, "hello")  # a long reply: the other tab shows it while it is written
+        live = other.locator(".msg.assistant").nth(1)
+        expect(live).to_have_class("msg assistant streaming")
+        expect(live.locator(".bubble")).to_contain_text("todo assistant")
+        expect(live).to_have_attribute("data-status", "completed")
+        assert live.locator(".bubble").inner_text() == one.locator(".msg.assistant").last.locator(".bubble").inner_text()
+
+        send(one, "add call mom")  # the task list and the conversation list follow too
+        expect(other.locator("#tasks li .title")).to_have_text(["buy milk", "call mom"])
+        one.locator("#new-chat").click()
+        send(one, "list my tasks")
+        expect(other.locator("#conversations li")).to_have_count(2)
+    finally:
+        for tab in tabs:
+            tab.context.close()

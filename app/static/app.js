@@ -23,6 +23,7 @@ const state = {
   transport: store.get("transport") === "ws" ? "ws" : "sse",
   conversationId: null,
   reply: null, // the reply being written, see newReply()
+  lastRunId: null, // of the last reply this tab followed to its end
   loaded: false, // the user's conversation is on screen: sending before would mix two
 };
 
@@ -570,6 +571,71 @@ async function deleteConversation(id, button) {
   await loadConversations();
 }
 
+// ---- the user's feed: what other tabs, devices and instances change -------------------------
+
+// GET /events streams the user's changes; a reply started elsewhere in the conversation shown
+// here is followed live, lists and tasks are refreshed as they change.
+const feed = {
+  abort: null,
+  lastId: null,
+
+  start() {
+    this.stop();
+    const abort = new AbortController();
+    this.abort = abort;
+    this.follow(abort);
+  },
+
+  stop() {
+    if (this.abort) this.abort.abort();
+    this.abort = null;
+  },
+
+  async follow(abort) {
+    for (let attempt = 0; !abort.signal.aborted; attempt++) {
+      try {
+        const headers = this.lastId ? { "Last-Event-ID": this.lastId } : {};
+        const response = await request("GET", "/events", { headers, signal: abort.signal });
+        attempt = 0;
+        await readEvents(response, (event) => this.on(event));
+      } catch (error) {
+        if (error.name === "AbortError" || error.status === 401) return;
+      }
+      await sleep(Math.min(10000, 1000 * 2 ** attempt));
+    }
+  },
+
+  on(event) {
+    if (event.id) this.lastId = event.id;
+    const shown = event.conversation_id && event.conversation_id === state.conversationId;
+    switch (event.type) {
+      case "run_started":
+        if (shown && !state.reply && state.loaded) {
+          resumeReply({ runId: event.run_id, conversationId: event.conversation_id, seq: 0, items: [] });
+        }
+        break;
+      case "run_finished":
+        // Not followed here (this tab was busy, or away): the stored conversation has it all.
+        if (shown && !state.reply && state.lastRunId !== event.run_id) {
+          openConversation(state.conversationId).catch(showError);
+        }
+        break;
+      case "conversation_deleted":
+        if (shown && !state.reply) newChat();
+        break;
+      case "task_added":
+      case "task_changed":
+      case "task_removed":
+        loadTasks().catch(showError);
+        return;
+      case "reload":
+        loadTasks().catch(showError);
+        break;
+    }
+    loadConversations().catch(showError);
+  },
+};
+
 // ---- the reply being written ----------------------------------------------------------------
 
 function newReply(fields) {
@@ -646,6 +712,7 @@ function onEvent(reply, event) {
 function finishReply(reply, status) {
   if (reply.finished) return;
   reply.finished = true;
+  state.lastRunId = reply.runId;
   reply.turn.finish(status, reply.error);
   store.set("reply", null);
   if (state.reply === reply) {
@@ -758,6 +825,7 @@ async function signIn(token) {
   $("app").hidden = false;
   hideBanner();
   if (state.transport === "ws") ws.open();
+  feed.start();
   const saved = store.get("reply");
   const conversation = saved ? saved.conversationId : store.get("conversation");
   try {
@@ -781,6 +849,7 @@ function showSignIn() {
 
 function signOut({ keepBanner = false } = {}) {
   ws.close();
+  feed.stop();
   if (state.reply) {
     state.reply.abort.abort();
     state.reply = null;
