@@ -139,3 +139,67 @@ def test_the_same_message_id_in_two_chats_is_two_sends(client, settings):
     first, other, again = send("chat-one"), send("chat-two"), send("chat-one")
     assert count_rows(settings.database, "run") == 2
     assert again == first and other != first
+
+
+# -- tool approvals, answered the SDK's way ----------------------------------------------------
+
+def approval_client(server, kind: str, chat_id: str, decision: str, reason: str = "") -> dict:
+    """The SDK's own Chat: "add buy milk", "delete buy milk" (which waits for approval), then
+    addToolApprovalResponse and the request sendAutomaticallyWhen makes of it."""
+    require_node_clients()
+    args = [server.url, token_for("alice"), kind, chat_id, decision, *([reason] if reason else [])]
+    done = subprocess.run(["node", str(NODE_DIR / "ai_sdk_approval.mjs"), *args],
+                          capture_output=True, text=True, timeout=60, cwd=NODE_DIR)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+
+@pytest.fixture
+def approving_server(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5, tool_approval="delete_task"))
+    yield live
+    live.stop()
+
+
+def assert_asked_for_approval(result: dict) -> dict:
+    asked = result["asked"]
+    [part] = [p for p in asked["parts"] if p["type"] == "tool-delete_task"]
+    assert part["state"] == "approval-requested" and part["input"] == {"title": "buy milk"}
+    run_id = asked["metadata"]["runId"]
+    assert part["approval"]["id"] == f"{run_id}:{part['toolCallId']}"
+    return part
+
+
+def the_reply(result: dict) -> dict:
+    """The assistant message that asked: the continuation went on in it, no second one."""
+    assistants = [m for m in result["messages"] if m["role"] == "assistant"]
+    assert len(assistants) == 2 and assistants[-1]["id"] == result["asked"]["id"]
+    return assistants[-1]
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+def test_approving_in_the_sdk_deletes_the_task_and_the_reply_goes_on_in_the_same_message(
+        approving_server, settings, kind):
+    result = approval_client(approving_server, kind, f"chat-approve-{kind}", "approve")
+    assert result["errors"] == [] and result["status"] == "ready"
+    asked = assert_asked_for_approval(result)
+    reply = the_reply(result)
+    [part] = [p for p in reply["parts"] if p["type"] == "tool-delete_task"]
+    assert part["state"] == "output-available" and part["toolCallId"] == asked["toolCallId"]
+    assert part["approval"]["approved"] is True
+    assert "Deleted" in "".join(p["text"] for p in reply["parts"] if p["type"] == "text")
+    assert count_rows(settings.database, "task") == 0
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+def test_rejecting_in_the_sdk_keeps_the_task_and_the_model_is_told_why(approving_server, settings, kind):
+    result = approval_client(approving_server, kind, f"chat-reject-{kind}", "reject", "wrong task")
+    assert result["errors"] == [] and result["status"] == "ready"
+    assert_asked_for_approval(result)
+    reply = the_reply(result)
+    [part] = [p for p in reply["parts"] if p["type"] == "tool-delete_task"]
+    assert part["state"] == "output-denied" and part["approval"] == {**part["approval"], "approved": False,
+                                                                      "reason": "wrong task"}
+    assert "wrong task" in "".join(p["text"] for p in reply["parts"] if p["type"] == "text")
+    assert count_rows(settings.database, "task") == 1
