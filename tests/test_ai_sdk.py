@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import msgspec
+from litestar.testing import TestClient
 import pytest
 
+from app.main import create_app
 from tests.conftest import auth, count_rows, start_live_server, token_for
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -203,3 +205,93 @@ def test_rejecting_in_the_sdk_keeps_the_task_and_the_model_is_told_why(approving
                                                                       "reason": "wrong task"}
     assert "wrong task" in "".join(p["text"] for p in reply["parts"] if p["type"] == "text")
     assert count_rows(settings.database, "task") == 1
+
+
+def ui_chunks(body: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def answer(asked: dict, approved: bool, reason: str | None = None, **changes) -> dict:
+    """The assistant message as addToolApprovalResponse leaves it: its tool part answered."""
+    approval = {"id": asked["approvalId"], "approved": approved, **({"reason": reason} if reason else {})}
+    part = {"type": "tool-delete_task", "toolCallId": asked["toolCallId"], "state": "approval-responded",
+            "input": {"title": "buy milk"}, "approval": approval, **changes}
+    return {"id": asked["messageId"], "role": "assistant", "parts": [{"type": "step-start"}, part]}
+
+
+def ask_to_delete_over_http(client, chat_id: str) -> tuple[dict, list[dict]]:
+    """"add buy milk", then "delete buy milk": the reply asks for approval. Returns what it
+    asked (message id, approval id, call id) and the chat's messages so far."""
+    said = [{"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": text}]}
+            for n, text in enumerate(["add buy milk", "delete buy milk"])]
+    for n in (1, 2):
+        response = client.post("/api/alice/ai-sdk/chat", json={"id": chat_id, "messages": said[:n]},
+                               headers=auth("alice"))
+        assert response.status_code == 200, response.text
+    chunks = ui_chunks(response.text)
+    [request] = [c for c in chunks if c["type"] == "tool-approval-request"]
+    assert chunks[-1] == {"type": "finish", "finishReason": "tool-calls", "messageMetadata": chunks[-1]["messageMetadata"]}
+    assert not any(c["type"] == "tool-output-error" for c in chunks)
+    return {**request, "messageId": chunks[0]["messageId"]}, said
+
+
+@pytest.fixture
+def approving_client(settings):
+    with TestClient(create_app(msgspec.structs.replace(settings, tool_approval="delete_task")), timeout=30) as client:
+        yield client
+
+
+@pytest.mark.parametrize("user, change, status", [
+    ("alice", {"approval": {"id": "nope:{call}", "approved": True}}, 404),  # unknown approval id
+    ("alice", {"approval": {"id": "{run}:call_other", "approved": True}, "toolCallId": "call_other"}, 404),
+    ("alice", {"approval": {"id": "no-colon", "approved": True}}, 404),
+    ("bob", {}, 404),  # another user's
+    ("alice", {"approval": {"id": "x:y"}}, 400),  # answered without an answer
+    ("alice", {"toolCallId": "call_other"}, 400),  # the id names another call than its part
+    ("alice", {"approval": {"id": 7, "approved": True}}, 400),
+])
+def test_a_bad_approval_answer_is_4xx_and_changes_nothing(approving_client, settings, user, change, status):
+    asked, said = ask_to_delete_over_http(approving_client, f"chat-bad-{user}")
+    runs = count_rows(settings.database, "run")
+    if isinstance(approval_id := change.get("approval", {}).get("id"), str):
+        run_id, call_id = asked["approvalId"].split(":")
+        change = {**change, "approval": {**change["approval"], "id": approval_id.format(run=run_id, call=call_id)}}
+    body = {"id": f"chat-bad-{user}", "messages": [*said, answer(asked, True, **change)], "messageId": asked["messageId"]}
+    response = approving_client.post(f"/api/{user}/ai-sdk/chat", json=body, headers=auth(user))
+    assert response.status_code == status, response.text
+    assert count_rows(settings.database, "approval", "decision IS NULL") == 1
+    assert count_rows(settings.database, "run") == runs and count_rows(settings.database, "task") == 1
+
+
+def test_an_answer_sent_again_after_the_continuation_is_409_already_decided(approving_server, settings):
+    result = approval_client(approving_server, "sse", "chat-twice", "approve")
+    sent = result["bodies"][-1]  # the SDK's own request carrying the answer
+    assert sent["messageId"] == result["asked"]["id"] and sent["messages"][-1]["parts"][1]["state"] == "approval-responded"
+    runs = count_rows(settings.database, "run")
+    again = httpx.post(f"{approving_server.url}/api/alice/ai-sdk/chat", json=sent, headers=auth("alice"), timeout=30)
+    assert again.status_code == 409 and again.json()["extra"]["code"] == "already_decided"
+    assert count_rows(settings.database, "run") == runs
+
+
+def test_an_answer_sent_again_while_the_continuation_runs_follows_it(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=100, tool_approval="delete_task"))
+    try:
+        with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
+            asked, said = ask_to_delete_over_http(http, "chat-retry")
+            body = {"id": "chat-retry", "messages": [*said, answer(asked, True)], "messageId": asked["messageId"],
+                    "onDisconnect": "continue"}
+            with http.stream("POST", "/api/alice/ai-sdk/chat", json=body) as first:
+                for line in first.iter_lines():
+                    if '"text-delta"' in line:
+                        break  # the connection drops mid-reply; the client sends the request again
+            again = http.post("/api/alice/ai-sdk/chat", json=body)
+    finally:
+        live.stop()
+    assert again.status_code == 200, again.text
+    chunks = ui_chunks(again.text)
+    assert chunks[0]["type"] == "start" and chunks[0]["messageId"] == asked["messageId"]
+    assert chunks[-1]["type"] == "finish" and chunks[-1]["finishReason"] == "stop"
+    assert count_rows(settings.database, "task") == 0
+    # add, delete (awaiting approval), its one continuation: the retry started nothing.
+    assert count_rows(settings.database, "run") == 3
+    assert count_rows(settings.database, "run", "status = 'completed'") == 2
