@@ -207,7 +207,9 @@ class RunAgentInput(_In):
     tools: list[AGUITool] = []
     context: list[AGUIContext] = []
     forwarded_props: Any = None
-    resume: list[AGUIResumeEntry] = []
+    resume: Annotated[list[AGUIResumeEntry], msgspec.Meta(
+        description="Answers to the tool approvals (interrupts) that ended the thread's last run: "
+        "`resolved` with the payload `{\"approve\": bool, \"reason\"?: str}`, or `cancelled` (reject).")] = []
 
 
 # -- what the server sends (AG-UI events) -----------------------------------------------------
@@ -512,7 +514,9 @@ class AGUIController(Controller):
         summary="AG-UI: run the agent on the thread's newest user message (protocol 1.0, SSE)",
         description="What `@ag-ui/client`'s `HttpAgent` posts. Answers AG-UI events as `data:` frames. "
         "`threadId` is your conversation id, `runId` your id for the run (posting it again follows that "
-        "run). Only the newest user message is read. Aborting the request is Stop.",
+        "run). Only the newest user message is read. Aborting the request is Stop. A run waiting for tool "
+        "approvals finishes with the `interrupt` outcome; the next run's `resume` answers it and streams "
+        "the continuation.",
         responses=AGUI_STREAM_RESPONSE,
         raises=CHAT_ERRORS,
     )
