@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from app.main import create_app
 from domain import events as chat
 from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.fake_openai import FakeOpenAI, Reply, ToolCall
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
 from transports.ag_ui import EventTranslator
@@ -309,8 +309,7 @@ def ask_to_delete(client, thread: str) -> tuple[str, str]:
         body = {"threadId": thread, "runId": f"r{n}", "messages": [{**USER, "id": f"u{n}", "content": text}]}
         response = client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
         assert response.status_code == 200, response.text
-    finished = json.loads(response.text.strip().split("\n\n")[-1].removeprefix("data: "))
-    [interrupt] = finished["outcome"]["interrupts"]
+    [interrupt] = sse_events(response.content)[-1]["outcome"]["interrupts"]
     return interrupt["id"], interrupt["toolCallId"]
 
 
@@ -353,3 +352,52 @@ def test_a_resume_sent_again_after_the_continuation_is_409_already_decided(appro
     again = approving_client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
     assert again.status_code == 409 and again.json()["extra"]["code"] == "already_decided"
     assert count_rows(settings.database, "run") == runs and count_rows(settings.database, "task") == 0
+
+
+def sse_events(body: bytes) -> list[dict]:
+    return [json.loads(frame.removeprefix(b"data: ")) for frame in body.strip().split(b"\n\n")]
+
+
+def test_two_interrupts_answered_one_at_a_time(settings):
+    """A real model's parallel calls (a local fake provider): a resume answering one of them
+    is a run that ends interrupted by the other (which the HttpAgent accepts); answering that
+    one streams the continuation, which ran only the approved call."""
+    fake = FakeOpenAI().start()
+    try:
+        fake.script(
+            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
+            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
+            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
+                              ToolCall("delete_task", {"title": "walk the dog"}))),
+            Reply.say("Deleted what you allowed."),
+        )
+        approving = msgspec.structs.replace(settings, tool_approval="delete_task", openai_api_key="sk-test",
+                                            openai_base_url=fake.base_url, chat_model="fake-model")
+        with TestClient(create_app(approving), timeout=30) as client:
+            def run(run_id: str, **fields) -> bytes:
+                body = {"threadId": "thread-two", "runId": run_id, "messages": [USER], **fields}
+                response = client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
+                assert response.status_code == 200, response.text
+                return response.content
+
+            def last(body: bytes) -> dict:
+                return sse_events(body)[-1]
+
+            for n, text in enumerate(["add buy milk", "add walk the dog", "delete both"]):
+                asked = run(f"r{n}", messages=[{**USER, "id": f"u{n}", "content": text}])
+            first, second = last(asked)["outcome"]["interrupts"]
+            waiting = run("r3", resume=[{"interruptId": first["id"], "status": "resolved", "payload": {"approve": True}}])
+            assert last(waiting)["outcome"] == {"type": "interrupt", "interrupts": [
+                {"id": second["id"], "reason": "tool_approval", "toolCallId": second["toolCallId"],
+                 "responseSchema": second["responseSchema"]}]}
+            assert count_rows(settings.database, "task") == 2
+            went_on = run("r4", resume=[{"interruptId": second["id"], "status": "cancelled"}])
+    finally:
+        fake.stop()
+    referee = served(waiting)
+    assert referee["errors"] == [] and referee["outcome"] == "interrupt"
+    results = {e["toolCallId"]: e["content"] for e in sse_events(went_on) if e["type"] == "TOOL_CALL_RESULT"}
+    assert "deleted" in results[first["toolCallId"]] and "declined" in results[second["toolCallId"]]
+    assert last(went_on)["outcome"] == {"type": "success"}
+    assert count_rows(settings.database, "task", "title = $1", "walk the dog") == 1
+    assert count_rows(settings.database, "task") == 1

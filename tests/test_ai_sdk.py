@@ -17,6 +17,7 @@ import pytest
 
 from app.main import create_app
 from tests.conftest import auth, count_rows, start_live_server, token_for
+from tests.fake_openai import FakeOpenAI, Reply, ToolCall
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -295,3 +296,59 @@ def test_an_answer_sent_again_while_the_continuation_runs_follows_it(settings):
     # add, delete (awaiting approval), its one continuation: the retry started nothing.
     assert count_rows(settings.database, "run") == 3
     assert count_rows(settings.database, "run", "status = 'completed'") == 2
+
+
+def test_two_calls_answered_one_request_at_a_time_then_together(settings):
+    """A real model's parallel calls (a local fake provider). The first answer alone records it
+    and says the reply still waits; the SDK then sends both answers (the first is still
+    answered in its message): the second decides, and the continuation runs only the approved."""
+    fake = FakeOpenAI().start()
+    try:
+        fake.script(
+            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
+            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
+            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
+                              ToolCall("delete_task", {"title": "walk the dog"}))),
+            Reply.say("Deleted what you allowed."),
+        )
+        approving = msgspec.structs.replace(settings, tool_approval="delete_task", openai_api_key="sk-test",
+                                            openai_base_url=fake.base_url, chat_model="fake-model")
+        with TestClient(create_app(approving), timeout=30) as client:
+            said = [{"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": text}]}
+                    for n, text in enumerate(["add buy milk", "add walk the dog", "delete both"])]
+            for n in (1, 2, 3):
+                response = client.post("/api/alice/ai-sdk/chat", json={"id": "chat-two", "messages": said[:n]},
+                                       headers=auth("alice"))
+            chunks = ui_chunks(response.text)
+            asked = [c for c in chunks if c["type"] == "tool-approval-request"]
+            assert len(asked) == 2 and chunks[-1]["finishReason"] == "tool-calls"
+            message_id = chunks[0]["messageId"]
+
+            def part(request: dict, approved: bool | None, reason: str | None = None) -> dict:
+                approval = {"id": request["approvalId"]}
+                if approved is not None:
+                    approval |= {"approved": approved, **({"reason": reason} if reason else {})}
+                return {"type": "tool-delete_task", "toolCallId": request["toolCallId"], "approval": approval,
+                        "state": "approval-requested" if approved is None else "approval-responded"}
+
+            def send(*parts: dict) -> list[dict]:
+                message = {"id": message_id, "role": "assistant", "parts": [{"type": "step-start"}, *parts]}
+                response = client.post("/api/alice/ai-sdk/chat", headers=auth("alice"), json={
+                    "id": "chat-two", "messages": [*said, message], "messageId": message_id})
+                assert response.status_code == 200, response.text
+                return ui_chunks(response.text)
+
+            waiting = send(part(asked[0], True), part(asked[1], None))
+            assert [c["type"] for c in waiting] == ["start", "finish"] and waiting[-1]["finishReason"] == "tool-calls"
+            assert waiting[0]["messageId"] == message_id
+            assert count_rows(settings.database, "task") == 2
+            went_on = send(part(asked[0], True), part(asked[1], False, "keep the dog"))
+    finally:
+        fake.stop()
+    assert went_on[0]["messageId"] == message_id
+    ends = {c["toolCallId"]: c["type"] for c in went_on if c["type"].startswith("tool-output")}
+    assert ends == {asked[0]["toolCallId"]: "tool-output-available", asked[1]["toolCallId"]: "tool-output-denied"}
+    assert went_on[-1]["finishReason"] == "stop"
+    assert count_rows(settings.database, "task", "title = $1", "walk the dog") == 1
+    assert count_rows(settings.database, "task") == 1
+    assert "keep the dog" in str(fake.requests[-1].body)

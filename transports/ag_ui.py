@@ -36,6 +36,7 @@ from domain.approvals import Decision
 from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
 from domain.limits import MAX_CLIENT_ID_CHARS, check_text
 from domain.runs import RunManager, Subscription, unfinished_tool_result
+from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
 from transports.route_specs import CHAT_ERRORS
 from transports.sse import PING, data_frames, following
@@ -489,7 +490,7 @@ def resume_decisions(resume: list[AGUIResumeEntry]) -> tuple[str, list[Decision]
             try:
                 answer = msgspec.convert(entry.payload, ApprovalAnswer)
             except msgspec.ValidationError as exc:
-                raise InvalidInput(f"A resolved tool approval's payload is {{\"approve\": bool, \"reason\"?: str}}: {exc}",
+                raise InvalidInput(f'A resolved approval\'s payload is {{"approve": bool, "reason"?: str}}: {exc}',
                                    field=f"resume[{n}].payload") from None
             decisions.append(Decision(call_id, answer.approve, answer.reason))
         run_ids.add(run_id)
@@ -545,19 +546,17 @@ async def resumed(runs: RunManager, user: str, data: RunAgentInput, translator: 
     continuation streamed as this run. Answers sent again (a retried post) follow the
     thread's running reply, if one runs; otherwise they are refused as already decided (409)."""
     run_id, decisions = resume_decisions(data.resume)
-    decided = None
     try:
-        for decision in decisions:
-            decided = await runs.decide(user, run_id, decision)
+        decided = await decide_together(runs, user, run_id, decisions)
     except AlreadyDecided:
-        conversation = decided is None and await runs.conversation_of_client(user, data.thread_id)
+        conversation = await runs.conversation_of_client(user, data.thread_id)
         running = conversation and await runs.running_in(user, conversation)
         if not running:
             raise
         subscription = await runs.follow(user, running)
         return following(runs, subscription, agui_frames(subscription, translator))
-    if isinstance(decided, list) or decided is None:
-        out = translator.still_waiting(run_id, decided or [])
+    if isinstance(decided, list):
+        out = translator.still_waiting(run_id, decided)
         return EventStream(_once(data_frames(map(_encode, out))))
     subscription = runs.subscribe(decided, on_leave="stop")
     return following(runs, subscription, agui_frames(subscription, translator))

@@ -37,7 +37,8 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from domain import conversations, events
 from domain.approvals import Decision
 from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
-from domain.runs import ActiveRun, OnLeave, RunManager, Subscription, unfinished_tool_result
+from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_result
+from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
 from transports.sse import PING, SSE_HEADERS, data_frames, following
@@ -334,15 +335,13 @@ async def continue_after_approvals(runs: RunManager, user: str, chat_id: str, me
     message. Answers sent again (a retried request) follow the chat's running reply, if one
     runs; otherwise they are refused as already decided (409)."""
     translator = ChunkTranslator(message_id, frozenset(d.call_id for d in decisions if not d.approve))
-    decided: ActiveRun | list[str] | None = None
     try:
-        for decision in decisions:
-            decided = await runs.decide(user, run_id, decision)
+        decided = await decide_together(runs, user, run_id, decisions)
     except AlreadyDecided:
-        if decided is not None or (running := await running_reply(runs, user, chat_id, idle=idle)) is None:
+        if (running := await running_reply(runs, user, chat_id, idle=idle)) is None:
             raise
         return Reply(running, translator)
-    if isinstance(decided, list) or decided is None:
+    if isinstance(decided, list):
         return Reply(None, translator)
     return Reply(runs.subscribe(decided, on_leave=on_leave, idle=idle), translator)
 

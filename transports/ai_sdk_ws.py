@@ -184,9 +184,8 @@ class _UISession(SocketSession):
     @staticmethod
     def _whole(request_id: str, chunks: list[Chunk]) -> list[bytes]:
         """A stream known whole: its start, its chunks numbered from 0, its end."""
-        return [_encode(Started(request_id=request_id)),
-                *(_encode(ChunkFrame(request_id=request_id, sequence=n, chunk=chunk)) for n, chunk in enumerate(chunks)),
-                _encode(Ended(request_id=request_id))]
+        numbered = (ChunkFrame(request_id=request_id, sequence=n, chunk=chunk) for n, chunk in enumerate(chunks))
+        return [_encode(Started(request_id=request_id)), *map(_encode, numbered), _encode(Ended(request_id=request_id))]
 
     async def _frames(self, request_id: str, subscription: Subscription, translator: ChunkTranslator,
                       after: int) -> AsyncIterator[list[bytes]]:
