@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import msgspec
-from litestar.testing import TestClient
 import pytest
+from litestar.testing import TestClient
 
 from app.main import create_app
 from tests.conftest import auth, count_rows, start_live_server, token_for
@@ -155,7 +155,6 @@ def approval_client(server, kind: str, chat_id: str, decision: str, reason: str 
                           capture_output=True, text=True, timeout=60, cwd=NODE_DIR)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 
 @pytest.fixture
