@@ -11,10 +11,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from litestar.testing import TestClient
 
+from app.main import create_app
 from domain import events as chat
 from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.fake_openai import FakeOpenAI, Reply, ToolCall
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
 from transports.ag_ui import EventTranslator
@@ -23,10 +25,11 @@ from transports.sse import data_frames
 NODE_DIR = Path(__file__).parent / "node"
 
 
-def http_agent(server, user: str, mode: str, thread_id: str, text: str, run_id: str = "") -> dict:
+def http_agent(server, user: str, mode: str, thread_id: str, text: str, run_id: str = "", *answer: str) -> dict:
     require_node_clients()
     done = subprocess.run(
-        ["node", str(NODE_DIR / "ag_ui_client.mjs"), server.url, token_for(user), mode, thread_id, text, run_id],
+        ["node", str(NODE_DIR / "ag_ui_client.mjs"), server.url, token_for(user), mode, thread_id, text, run_id,
+         *answer],
         capture_output=True, text=True, timeout=60, cwd=NODE_DIR, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -161,7 +164,6 @@ VALID = {"threadId": "t", "runId": "r", "messages": [USER]}
     (json.dumps({**VALID, "messages": [{**USER, "content": "  "}]}).encode(), "message"),
     (json.dumps({**VALID, "messages": [{**USER, "content": [
         {"type": "image", "source": {"type": "url", "value": "https://example.com/a.png"}}]}]}).encode(), "message"),
-    (json.dumps({**VALID, "resume": [{"interruptId": "i", "status": "resolved"}]}).encode(), "resume"),
 ])
 def test_bad_inputs_are_400_and_write_nothing(client, settings, body, key):
     response = client.post("/api/alice/ag-ui", content=body,
@@ -247,3 +249,155 @@ def test_run_started_echoes_the_parent_run(client):
     response = client.post("/api/alice/ag-ui", json={**VALID, "parentRunId": "run-0"}, headers=auth("alice"))
     first = json.loads(response.content.split(b"\n\n")[0].removeprefix(b"data: "))
     assert first["type"] == "RUN_STARTED" and first["parentRunId"] == "run-0" and first["protocolVersion"] == "1.0"
+
+
+# -- tool approvals: the interrupt outcome, answered through RunAgentInput.resume -------------
+
+@pytest.fixture
+def approving_server(settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5, tool_approval="delete_task"))
+    yield live
+    live.stop()
+
+
+def interrupted_then_resumed(server, thread_id: str, *answer: str) -> tuple[dict, dict]:
+    """"add buy milk", then "delete buy milk": that run ends interrupted and the HttpAgent
+    answers it with a second run whose ``resume`` carries the decision."""
+    assert http_agent(server, "alice", "send", thread_id, "add buy milk")["errors"] == []
+    result = http_agent(server, "alice", "resume", thread_id, "delete buy milk", "", *answer)
+    assert result["errors"] == [] and result["outcome"] == "interrupt"
+    [interrupt] = result["interrupts"]
+    [call] = of_type(result, "TOOL_CALL_START")
+    server_run = result["events"][0]["metadata"]["serverRunId"]
+    assert interrupt == {
+        "id": f"{server_run}:{call['toolCallId']}", "reason": "tool_approval", "toolCallId": call["toolCallId"],
+        "message": "Allow delete_task?", "responseSchema": interrupt["responseSchema"],
+        "metadata": {"toolName": "delete_task", "arguments": {"title": "buy milk"}},
+    }
+    assert result["events"][-1]["outcome"]["type"] == "interrupt"
+    assert not of_type(result, "TOOL_CALL_RESULT")  # the call waits: it is not answered as cut short
+    return result, result["resumed"]
+
+
+def test_approving_an_interrupt_deletes_the_task_and_the_run_goes_on(approving_server, settings):
+    asked, resumed = interrupted_then_resumed(approving_server, "thread-approve", "approve")
+    assert resumed["errors"] == [] and resumed["outcome"] == "success" and resumed["pendingInterrupts"] == []
+    [call] = of_type(asked, "TOOL_CALL_START")
+    [result] = of_type(resumed, "TOOL_CALL_RESULT")
+    assert result["toolCallId"] == call["toolCallId"] and "deleted" in json.loads(result["content"])
+    assert "Deleted" in resumed["reply"]
+    # The result joined the call in the client's history.
+    tool = next(m for m in resumed["messages"] if m["role"] == "tool" and m["toolCallId"] == call["toolCallId"])
+    assert "deleted" in tool["content"]
+    assert count_rows(settings.database, "task") == 0
+
+
+@pytest.mark.parametrize("answer, told", [(("reject", "wrong task"), "wrong task"), (("cancel",), "declined")])
+def test_rejecting_or_cancelling_an_interrupt_keeps_the_task_and_the_model_is_told(
+        approving_server, settings, answer, told):
+    _, resumed = interrupted_then_resumed(approving_server, f"thread-{answer[0]}", *answer)
+    assert resumed["errors"] == [] and resumed["outcome"] == "success"
+    [result] = of_type(resumed, "TOOL_CALL_RESULT")
+    assert "declined" in result["content"] and told in result["content"]
+    assert told in resumed["reply"]
+    assert count_rows(settings.database, "task") == 1
+
+
+def ask_to_delete(client, thread: str) -> tuple[str, str]:
+    """Over plain HTTP: the thread's "delete buy milk" run ends interrupted; its interrupt id."""
+    for n, text in enumerate(["add buy milk", "delete buy milk"]):
+        body = {"threadId": thread, "runId": f"r{n}", "messages": [{**USER, "id": f"u{n}", "content": text}]}
+        response = client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
+        assert response.status_code == 200, response.text
+    [interrupt] = sse_events(response.content)[-1]["outcome"]["interrupts"]
+    return interrupt["id"], interrupt["toolCallId"]
+
+
+@pytest.fixture
+def approving_client(settings):
+    with TestClient(create_app(msgspec.structs.replace(settings, tool_approval="delete_task")), timeout=30) as client:
+        yield client
+
+
+@pytest.mark.parametrize("user, entry, status, key", [
+    ("alice", {"interruptId": "nope:{call}", "status": "resolved", "payload": {"approve": True}}, 404, None),
+    ("alice", {"interruptId": "no-colon", "status": "resolved", "payload": {"approve": True}}, 404, None),
+    ("bob", {"interruptId": "{id}", "status": "resolved", "payload": {"approve": True}}, 404, None),
+    ("alice", {"interruptId": "{id}", "status": "resolved"}, 400, "resume[0].payload"),
+    ("alice", {"interruptId": "{id}", "status": "resolved", "payload": {"approve": "yes"}}, 400, "resume[0].payload"),
+    ("alice", {"interruptId": "{id}", "status": "resolved", "payload": {"approve": True, "x": 1}}, 400,
+     "resume[0].payload"),
+    ("alice", {"interruptId": "{id}", "status": "maybe"}, 400, "resume[0].status"),
+])
+def test_a_bad_resume_is_4xx_and_changes_nothing(approving_client, settings, user, entry, status, key):
+    interrupt, call = ask_to_delete(approving_client, f"thread-bad-{user}")
+    runs = count_rows(settings.database, "run")
+    entry = {**entry, "interruptId": entry["interruptId"].format(id=interrupt, call=call)}
+    body = {"threadId": f"thread-bad-{user}", "runId": "r2", "messages": [USER], "resume": [entry]}
+    response = approving_client.post(f"/api/{user}/ag-ui", json=body, headers=auth(user))
+    assert response.status_code == status, response.text
+    if key:
+        assert key in {item["key"] for item in response.json()["extra"]}, response.json()
+    assert count_rows(settings.database, "approval", "decision IS NULL") == 1
+    assert count_rows(settings.database, "run") == runs and count_rows(settings.database, "task") == 1
+
+
+def test_a_resume_sent_again_after_the_continuation_is_409_already_decided(approving_client, settings):
+    interrupt, _ = ask_to_delete(approving_client, "thread-twice")
+    body = {"threadId": "thread-twice", "runId": "r2", "messages": [USER],
+            "resume": [{"interruptId": interrupt, "status": "resolved", "payload": {"approve": True}}]}
+    first = approving_client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
+    assert first.status_code == 200 and b'"outcome":{"type":"success"}' in first.content
+    runs = count_rows(settings.database, "run")
+    again = approving_client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
+    assert again.status_code == 409 and again.json()["extra"]["code"] == "already_decided"
+    assert count_rows(settings.database, "run") == runs and count_rows(settings.database, "task") == 0
+
+
+def sse_events(body: bytes) -> list[dict]:
+    return [json.loads(frame.removeprefix(b"data: ")) for frame in body.strip().split(b"\n\n")]
+
+
+def test_two_interrupts_answered_one_at_a_time(settings):
+    """A real model's parallel calls (a local fake provider): a resume answering one of them
+    is a run that ends interrupted by the other (which the HttpAgent accepts); answering that
+    one streams the continuation, which ran only the approved call."""
+    fake = FakeOpenAI().start()
+    try:
+        fake.script(
+            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
+            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
+            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
+                              ToolCall("delete_task", {"title": "walk the dog"}))),
+            Reply.say("Deleted what you allowed."),
+        )
+        approving = msgspec.structs.replace(settings, tool_approval="delete_task", openai_api_key="sk-test",
+                                            openai_base_url=fake.base_url, chat_model="fake-model")
+        with TestClient(create_app(approving), timeout=30) as client:
+            def run(run_id: str, **fields) -> bytes:
+                body = {"threadId": "thread-two", "runId": run_id, "messages": [USER], **fields}
+                response = client.post("/api/alice/ag-ui", json=body, headers=auth("alice"))
+                assert response.status_code == 200, response.text
+                return response.content
+
+            def last(body: bytes) -> dict:
+                return sse_events(body)[-1]
+
+            for n, text in enumerate(["add buy milk", "add walk the dog", "delete both"]):
+                asked = run(f"r{n}", messages=[{**USER, "id": f"u{n}", "content": text}])
+            first, second = last(asked)["outcome"]["interrupts"]
+            waiting = run("r3", resume=[{"interruptId": first["id"], "status": "resolved", "payload": {"approve": True}}])
+            assert last(waiting)["outcome"] == {"type": "interrupt", "interrupts": [
+                {"id": second["id"], "reason": "tool_approval", "toolCallId": second["toolCallId"],
+                 "responseSchema": second["responseSchema"]}]}
+            assert count_rows(settings.database, "task") == 2
+            went_on = run("r4", resume=[{"interruptId": second["id"], "status": "cancelled"}])
+    finally:
+        fake.stop()
+    referee = served(waiting)
+    assert referee["errors"] == [] and referee["outcome"] == "interrupt"
+    results = {e["toolCallId"]: e["content"] for e in sse_events(went_on) if e["type"] == "TOOL_CALL_RESULT"}
+    assert "deleted" in results[first["toolCallId"]] and "declined" in results[second["toolCallId"]]
+    assert last(went_on)["outcome"] == {"type": "success"}
+    assert count_rows(settings.database, "task", "title = $1", "walk the dog") == 1
+    assert count_rows(settings.database, "task") == 1

@@ -156,3 +156,58 @@ def test_a_foreign_token_in_the_url_closes_the_socket_1008(settings):
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
     assert closed.value.code == 1008
+
+
+def read_request(ws, request_id: str) -> list[dict]:
+    """A request's frames up to its end (or its error)."""
+    frames = []
+    while not frames or frames[-1]["type"] not in ("end", "error"):
+        frame = ws.receive_json()
+        assert frame["requestId"] == request_id
+        frames.append(frame)
+    return frames
+
+
+def test_approval_answers_over_the_socket_and_what_is_refused(settings):
+    """The SDK's Chat drives the happy path (tests/test_ai_sdk.py); here the frames around it:
+    an answer sent again, an unknown approval id and another user's each get an error frame
+    for their request, the socket stays open and nothing changes."""
+    with TestClient(create_app(msgspec.structs.replace(settings, tool_approval="delete_task"))) as client, \
+            client.websocket_connect(f"/api/alice/ai-sdk/ws?token={token_for('alice')}") as ws:
+        said = [{"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": text}]}
+                for n, text in enumerate(["add buy milk", "delete buy milk"])]
+        for n in (1, 2):
+            ws.send_json(send_frame(f"s{n}", chat="ws-approve", messages=said[:n], headers={}))
+            chunks = [f["chunk"] for f in read_request(ws, f"s{n}") if f["type"] == "chunk"]
+        [asked] = [c for c in chunks if c["type"] == "tool-approval-request"]
+        assert chunks[-1]["finishReason"] == "tool-calls"
+        message_id = chunks[0]["messageId"]
+
+        def answered(approval_id: str, approved: bool = True) -> list[dict]:
+            part = {"type": "tool-delete_task", "toolCallId": asked["toolCallId"], "state": "approval-responded",
+                    "input": {"title": "buy milk"}, "approval": {"id": approval_id, "approved": approved}}
+            return [*said, {"id": message_id, "role": "assistant", "parts": [{"type": "step-start"}, part]}]
+
+        ws.send_json(send_frame("unknown", chat="ws-approve", messages=answered("nope:" + asked["toolCallId"]),
+                                headers={}))
+        [error] = read_request(ws, "unknown")
+        assert error["type"] == "error" and error["errorText"] == "No such run."
+        with client.websocket_connect(f"/api/bob/ai-sdk/ws?token={token_for('bob')}") as bob:
+            bob.send_json(send_frame("foreign", chat="ws-approve", messages=answered(asked["approvalId"]), headers={}))
+            [error] = read_request(bob, "foreign")
+            assert error["type"] == "error" and error["errorText"] == "No such run."
+        assert count_rows(settings.database, "approval", "decision IS NULL") == 1
+
+        ws.send_json(send_frame("yes", chat="ws-approve", messages=answered(asked["approvalId"]), messageId=message_id,
+                                headers={}))
+        frames = read_request(ws, "yes")
+        chunks = [f["chunk"] for f in frames if f["type"] == "chunk"]
+        assert chunks[0] == {**chunks[0], "type": "start", "messageId": message_id}
+        assert {"type": "tool-output-available", "toolCallId": asked["toolCallId"]}.items() <= chunks[2].items()
+        assert chunks[-1]["finishReason"] == "stop"
+        runs = count_rows(settings.database, "run")
+
+        ws.send_json(send_frame("again", chat="ws-approve", messages=answered(asked["approvalId"], False), headers={}))
+        [error] = read_request(ws, "again")
+        assert error["type"] == "error" and "already" in error["errorText"]
+    assert count_rows(settings.database, "run") == runs and count_rows(settings.database, "task") == 0

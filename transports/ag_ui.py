@@ -10,6 +10,13 @@ so a client cannot rewrite it); the client's ``tools``, ``context``, ``state`` a
 
 A ``runId`` is the send's idempotency key: posting it again follows the run it started.
 Aborting the request is Stop, as on the plain SSE route.
+
+Tool approvals are the protocol's interrupts: a run that reaches a tool needing the user's yes
+ends with ``RUN_FINISHED`` whose outcome is ``interrupt``, one interrupt per waiting call (id
+``<server run id>:<call id>``, ``reason: "tool_approval"``, the call's ``toolCallId``, its tool
+and arguments in ``metadata``). The next run's ``resume`` answers them: ``resolved`` with the
+payload ``{"approve": bool, "reason"?: str}``, or ``cancelled`` (a rejection). Once every call
+is answered, that run streams the continuation; its ``messages`` are not read.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
 from domain import events
-from domain.errors import AlreadyStarted, InvalidInput
+from domain.approvals import Decision
+from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
 from domain.limits import MAX_CLIENT_ID_CHARS, check_text
 from domain.runs import RunManager, Subscription, unfinished_tool_result
+from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
 from transports.route_specs import CHAT_ERRORS
 from transports.sse import PING, data_frames, following
@@ -199,7 +208,9 @@ class RunAgentInput(_In):
     tools: list[AGUITool] = []
     context: list[AGUIContext] = []
     forwarded_props: Any = None
-    resume: list[AGUIResumeEntry] = []
+    resume: Annotated[list[AGUIResumeEntry], msgspec.Meta(
+        description="Answers to the tool approvals (interrupts) that ended the thread's last run: "
+        "`resolved` with the payload `{\"approve\": bool, \"reason\"?: str}`, or `cancelled` (reject).")] = []
 
 
 # -- what the server sends (AG-UI events) -----------------------------------------------------
@@ -265,10 +276,25 @@ class AGUICancelled(msgspec.Struct, tag_field="type", tag="cancelled", frozen=Tr
     pass
 
 
+class AGUIInterrupt(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
+    """A call waiting for the user's decision; a resume entry answers it by ``id``."""
+
+    id: str
+    reason: str
+    tool_call_id: str
+    message: str | None = None
+    response_schema: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class AGUIInterruptOutcome(msgspec.Struct, tag_field="type", tag="interrupt", frozen=True):
+    interrupts: list[AGUIInterrupt]
+
+
 class AGUIRunFinished(_Event, tag="RUN_FINISHED"):
     thread_id: str
     run_id: str
-    outcome: AGUISuccess | AGUICancelled
+    outcome: AGUISuccess | AGUICancelled | AGUIInterruptOutcome
     usage: list[AGUITokenUsage] | None = None
 
 
@@ -282,6 +308,36 @@ Event = (AGUIRunStarted | AGUITextMessageStart | AGUITextMessageContent | AGUITe
          | AGUIToolCallArgs | AGUIToolCallEnd | AGUIToolCallResult | AGUIRunFinished | AGUIRunError)
 _encode = msgspec.json.Encoder().encode
 INTERRUPTED = "The server restarted; the reply was cut short."
+TOOL_APPROVAL = "tool_approval"
+
+
+class ApprovalAnswer(_In):
+    """A ``resolved`` resume entry's payload: the user's decision on the call."""
+
+    approve: bool
+    reason: str | None = None
+
+
+# What an interrupt's answer looks like, for a client that builds a form from it.
+APPROVAL_ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"approve": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["approve"],
+    "additionalProperties": False,
+}
+
+
+def interrupt_id(run_id: str, call_id: str) -> str:
+    return f"{run_id}:{call_id}"
+
+
+def approval_interrupt(run_id: str, call_id: str, name: str | None = None,
+                       arguments: dict[str, Any] | None = None) -> AGUIInterrupt:
+    return AGUIInterrupt(
+        id=interrupt_id(run_id, call_id), reason=TOOL_APPROVAL, tool_call_id=call_id,
+        message=f"Allow {name}?" if name else None, response_schema=APPROVAL_ANSWER_SCHEMA,
+        metadata={"toolName": name, "arguments": arguments} if name else None,
+    )
 
 
 class EventTranslator:
@@ -299,6 +355,7 @@ class EventTranslator:
         self._turns = 0
         self._text: str | None = None  # that message, while its text is open
         self._calls: set[str] = set()  # calls without a result yet
+        self._interrupts: list[AGUIInterrupt] = []  # calls waiting for approval
         self._error: events.Error | None = None
 
     def translate(self, event: events.Event) -> list[Event]:
@@ -328,6 +385,10 @@ class EventTranslator:
                 self._calls.discard(call_id)
                 self._turn = None  # the model answers the result in a new turn
                 return [*self._end_text(), self._result(call_id, result, seq)]
+            case events.ApprovalRequest(run_id=run_id, call_id=call_id, name=name, arguments=arguments):
+                self._calls.discard(call_id)  # not cut short: it waits for the user
+                self._interrupts.append(approval_interrupt(run_id, call_id, name, arguments))
+                return []  # listed by the ``done`` that follows
             case events.Error():
                 self._error = event  # reported, with the run's usage, by the ``done`` that follows
                 return []
@@ -348,11 +409,23 @@ class EventTranslator:
             return AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id, outcome=AGUISuccess(), usage=used)
         if status == "cancelled":  # a Stop is not a failure: the protocol's own outcome for it
             return AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id, outcome=AGUICancelled(), usage=used)
+        if status == "awaiting_approval":
+            return self.interrupted(self._interrupts, used)
         if status == "interrupted":
             return AGUIRunError(message=INTERRUPTED, code="interrupted", usage=used)
         error = self._error
         return AGUIRunError(message=error.message if error else "The reply failed.",
                             code=error.code if error else "failed", usage=used)
+
+    def interrupted(self, interrupts: list[AGUIInterrupt], usage: list[AGUITokenUsage] | None = None) -> Event:
+        return AGUIRunFinished(thread_id=self._thread_id, run_id=self._run_id,
+                               outcome=AGUIInterruptOutcome(interrupts), usage=usage)
+
+    def still_waiting(self, run_id: str, call_ids: list[str]) -> list[Event]:
+        """A resume that answered some of a run's calls: a run that ends still waiting for the rest."""
+        return [AGUIRunStarted(thread_id=self._thread_id, run_id=self._run_id, protocol_version=PROTOCOL_VERSION,
+                               parent_run_id=self._parent_run_id),
+                self.interrupted([approval_interrupt(run_id, call_id) for call_id in call_ids])]
 
     def _message(self, seq: int) -> str:
         """The current turn's assistant message id, minted at its first event."""
@@ -374,11 +447,13 @@ class EventTranslator:
                                   tool_call_id=call_id, content=content)
 
 
-async def agui_frames(subscription: Subscription, translator: EventTranslator) -> AsyncIterator[bytes]:
+async def agui_frames(runs: RunManager, subscription: Subscription, translator: EventTranslator) -> AsyncIterator[bytes]:
+    streamed = runs.observer.streamed
     async for batch in subscription:
         if not batch:
             yield PING
             continue
+        streamed("ag_ui", len(batch))
         out = [e for payload in batch for e in translator.translate(events.decode(payload))]
         if out:
             yield data_frames(map(_encode, out))
@@ -402,6 +477,30 @@ def newest_user_text(messages: list[Message]) -> str:
     raise InvalidInput("The request holds no user message.", field="messages")
 
 
+def resume_decisions(resume: list[AGUIResumeEntry]) -> tuple[str, list[Decision]]:
+    """The run the entries answer and the user's decisions, every entry checked before any
+    is acted on. An entry: ``resolved`` with an ``ApprovalAnswer`` payload, or ``cancelled``
+    (the call is rejected)."""
+    run_ids, decisions = set(), []
+    for n, entry in enumerate(resume):
+        run_id, _, call_id = entry.interrupt_id.partition(":")
+        if not run_id or not call_id:
+            raise NotFound("No such interrupt.")
+        if entry.status == "cancelled":
+            decisions.append(Decision(call_id, approve=False))
+        else:
+            try:
+                answer = msgspec.convert(entry.payload, ApprovalAnswer)
+            except msgspec.ValidationError as exc:
+                raise InvalidInput(f'A resolved approval\'s payload is {{"approve": bool, "reason"?: str}}: {exc}',
+                                   field=f"resume[{n}].payload") from None
+            decisions.append(Decision(call_id, answer.approve, answer.reason))
+        run_ids.add(run_id)
+    if len(run_ids) > 1:
+        raise InvalidInput("The resume entries answer interrupts of more than one run.", field="resume")
+    return run_ids.pop(), decisions
+
+
 def send_key(thread_id: str, run_id: str) -> str:
     """The send's idempotency key: the client's run, scoped by its thread. A digest, because
     two ids (``HttpAgent`` makes UUIDs) do not fit the 64 characters a client id may have."""
@@ -418,7 +517,9 @@ class AGUIController(Controller):
         summary="AG-UI: run the agent on the thread's newest user message (protocol 1.0, SSE)",
         description="What `@ag-ui/client`'s `HttpAgent` posts. Answers AG-UI events as `data:` frames. "
         "`threadId` is your conversation id, `runId` your id for the run (posting it again follows that "
-        "run). Only the newest user message is read. Aborting the request is Stop.",
+        "run). Only the newest user message is read. Aborting the request is Stop. A run waiting for tool "
+        "approvals finishes with the `interrupt` outcome; the next run's `resume` answers it and streams "
+        "the continuation.",
         responses=AGUI_STREAM_RESPONSE,
         raises=CHAT_ERRORS,
     )
@@ -426,17 +527,42 @@ class AGUIController(Controller):
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[RunAgentInput],
     ) -> EventStream:
         check_text(data.thread_id, "threadId", "The thread id", MAX_CLIENT_ID_CHARS)
+        translator = EventTranslator(data.thread_id, data.run_id, data.parent_run_id)
         if data.resume:
-            raise InvalidInput("This agent never interrupts a run: there is nothing to resume.", field="resume")
+            return await resumed(runs, user, data, translator)
         text = newest_user_text(data.messages)
         conversation = await runs.conversation_of_client(user, data.thread_id)
         try:
             run = await runs.start(
                 user, text, conversation, client_conversation_id=None if conversation else data.thread_id,
-                client_message_id=send_key(data.thread_id, data.run_id),
+                client_message_id=send_key(data.thread_id, data.run_id), transport="ag_ui",
             )
             subscription = runs.subscribe(run, on_leave="stop")
         except AlreadyStarted as sent:  # the same run posted again: follow it
             subscription = await runs.follow(user, sent.run_id)
-        translator = EventTranslator(data.thread_id, data.run_id, data.parent_run_id)
-        return following(runs, subscription, agui_frames(subscription, translator))
+        return following(runs, subscription, agui_frames(runs, subscription, translator))
+
+
+async def resumed(runs: RunManager, user: str, data: RunAgentInput, translator: EventTranslator) -> EventStream:
+    """A run that answers interrupts: each decision recorded; once the last is, the
+    continuation streamed as this run. Answers sent again (a retried post) follow the
+    thread's running reply, if one runs; otherwise they are refused as already decided (409)."""
+    run_id, decisions = resume_decisions(data.resume)
+    try:
+        decided = await decide_together(runs, user, run_id, decisions, "ag_ui")
+    except AlreadyDecided:
+        conversation = await runs.conversation_of_client(user, data.thread_id)
+        running = conversation and await runs.running_in(user, conversation)
+        if not running:
+            raise
+        subscription = await runs.follow(user, running)
+        return following(runs, subscription, agui_frames(runs, subscription, translator))
+    if isinstance(decided, list):
+        out = translator.still_waiting(run_id, decided)
+        return EventStream(_once(data_frames(map(_encode, out))))
+    subscription = runs.subscribe(decided, on_leave="stop")
+    return following(runs, subscription, agui_frames(runs, subscription, translator))
+
+
+async def _once(frames: bytes) -> AsyncIterator[bytes]:
+    yield frames

@@ -11,12 +11,20 @@ the chat's running reply replayed from its start and followed, or 204.
 Aborting the request is Stop, as on the plain SSE route; a body field ``onDisconnect:
 "continue"`` keeps the reply going instead (resume it; stop it with ``POST …/runs/{runId}/cancel``,
 ``runId`` being in the ``start`` chunk's metadata).
+
+Tool approvals the SDK's way: a call that waits for the user's yes is a ``tool-approval-request``
+chunk whose ``approvalId`` is ``<run id>:<call id>`` (the answer brings back only that and the
+call id), and the reply finishes with ``tool-calls``. ``addToolApprovalResponse`` marks the part
+``approval-responded``; the next request (``sendAutomaticallyWhen:
+lastAssistantMessageIsCompleteWithApprovalResponses``) ends with that assistant message, and its
+answers are the decisions. The continuation streams into the same message (its ``start`` chunk
+keeps the message's id); a rejected call ends ``tool-output-denied``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from litestar import Controller, Response, get, post
@@ -27,9 +35,11 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from domain import conversations, events
-from domain.errors import AlreadyStarted, InvalidInput, NotFound
+from domain.approvals import Decision
+from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
 from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_result
 from domain.runs.observer import Transport
+from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
 from transports.sse import PING, SSE_HEADERS, data_frames, following
@@ -42,11 +52,23 @@ Trigger = Literal["submit-message", "regenerate-message"]
 
 # -- what the client sends ---------------------------------------------------------------
 
-class UIPart(msgspec.Struct, frozen=True):
-    """A part of a UI message; only text parts are read (the rest the store already has)."""
+class UIApproval(msgspec.Struct, frozen=True):
+    """A tool part's approval: the request's id; once the user answered, their answer."""
+
+    id: str
+    approved: bool | None = None
+    reason: str | None = None
+
+
+class UIPart(msgspec.Struct, frozen=True, rename="camel"):
+    """A part of a UI message. Read: text parts (what the user said) and tool parts the user
+    answered (``state: approval-responded``); the rest the store already has."""
 
     type: str
     text: str | None = None
+    tool_call_id: str | None = None
+    state: str | None = None
+    approval: UIApproval | None = None
 
 
 class UIMessage(msgspec.Struct, frozen=True):
@@ -108,6 +130,15 @@ class UIToolOutputAvailable(_Chunk, tag="tool-output-available"):
     output: Any
 
 
+class UIToolApprovalRequest(_Chunk, tag="tool-approval-request"):
+    approval_id: str
+    tool_call_id: str
+
+
+class UIToolOutputDenied(_Chunk, tag="tool-output-denied"):
+    tool_call_id: str
+
+
 class UIToolOutputError(_Chunk, tag="tool-output-error"):
     tool_call_id: str
     error_text: str
@@ -127,15 +158,22 @@ class UIAbort(_Chunk, tag="abort"):
 
 
 Chunk = (UIStart | UIStartStep | UIFinishStep | UITextStart | UITextDelta | UITextEnd | UIToolInputAvailable
-         | UIToolOutputAvailable | UIToolOutputError | UIError | UIFinish | UIAbort)
+         | UIToolApprovalRequest | UIToolOutputAvailable | UIToolOutputDenied | UIToolOutputError | UIError | UIFinish
+         | UIAbort)
 _encode = msgspec.json.Encoder().encode
 
 
 class ChunkTranslator:
     """One run's chat events as UI message chunks: text between tool calls is one text part
-    each; a call cut short ends as a tool error; ``done`` becomes finish, abort or an error."""
+    each; a call cut short ends as a tool error, one waiting for approval asks for it; ``done``
+    becomes finish, abort or an error.
 
-    def __init__(self) -> None:
+    A continuation after approvals goes on in the client's message (``message_id``), and the
+    calls the user rejected (``denied``) end as the SDK ends them: denied, not with a result."""
+
+    def __init__(self, message_id: str | None = None, denied: frozenset[str] = frozenset()) -> None:
+        self._message_id = message_id
+        self._denied = denied
         self._text: str | None = None  # the open text part's id
         self._calls: set[str] = set()  # calls without a result yet
 
@@ -143,7 +181,7 @@ class ChunkTranslator:
         match event:
             case events.Start(run_id=run_id, conversation_id=conversation_id, message_id=message_id):
                 metadata = {"runId": run_id, "conversationId": conversation_id}
-                return [UIStart(message_id=message_id, message_metadata=metadata), UIStartStep()]
+                return [UIStart(message_id=self._message_id or message_id, message_metadata=metadata), UIStartStep()]
             case events.Text(content=content, seq=seq):
                 out: list[Chunk] = []
                 if self._text is None:
@@ -154,8 +192,13 @@ class ChunkTranslator:
             case events.ToolCall(call_id=call_id, name=name, arguments=arguments):
                 self._calls.add(call_id)
                 return [*self._end_text(), UIToolInputAvailable(tool_call_id=call_id, tool_name=name, input=arguments)]
+            case events.ApprovalRequest(run_id=run_id, call_id=call_id):
+                self._calls.discard(call_id)  # not cut short: it waits for the user
+                return [UIToolApprovalRequest(approval_id=approval_id(run_id, call_id), tool_call_id=call_id)]
             case events.ToolResult(call_id=call_id, result=result):
                 self._calls.discard(call_id)
+                if call_id in self._denied:
+                    return [UIToolOutputDenied(tool_call_id=call_id)]
                 return [UIToolOutputAvailable(tool_call_id=call_id, output=result)]
             case events.Error(message=message):
                 return [*self._end_text(), UIError(error_text=message)]
@@ -177,6 +220,10 @@ class ChunkTranslator:
                 return [*out, UIFinish(finish_reason=reason, message_metadata=metadata)]
         return []
 
+    def still_waiting(self) -> list[Chunk]:
+        """Answers recorded while other calls of the run still wait: nothing runs yet."""
+        return [UIStart(message_id=self._message_id or ""), UIFinish(finish_reason="tool-calls")]
+
     def _end_text(self) -> list[Chunk]:
         if self._text is None:
             return []
@@ -184,8 +231,24 @@ class ChunkTranslator:
         return [UITextEnd(id=ended)]
 
 
-async def ui_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
-    translator, streamed = ChunkTranslator(), runs.observer.streamed
+def approval_id(run_id: str, call_id: str) -> str:
+    return f"{run_id}:{call_id}"
+
+
+class Reply(NamedTuple):
+    """What a send streams: a run followed, read by its translator; no subscription when the
+    send recorded approval answers while other calls of the run still wait."""
+
+    subscription: Subscription | None
+    translator: ChunkTranslator
+
+
+def encode_chunks(chunks: list[Chunk]) -> list[bytes]:
+    return [_encode(chunk) for chunk in chunks]
+
+
+async def ui_frames(runs: RunManager, subscription: Subscription, translator: ChunkTranslator) -> AsyncIterator[bytes]:
+    streamed = runs.observer.streamed
     async for batch in subscription:
         if not batch:
             yield PING
@@ -195,6 +258,11 @@ async def ui_frames(runs: RunManager, subscription: Subscription) -> AsyncIterat
         if chunks:
             yield data_frames(map(_encode, chunks))
     yield DONE_FRAME
+
+
+async def _each(frames: list[bytes]) -> AsyncIterator[bytes]:
+    for frame in frames:
+        yield frame
 
 
 UI_STREAM_RESPONSE = {
@@ -215,10 +283,13 @@ def newest_user_text(messages: list[UIMessage]) -> UIMessage:
 
 
 async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[UIMessage], trigger: Trigger,
-                      on_leave: OnLeave, *, idle: bool = True, transport: Transport = "ai_sdk") -> Subscription:
+                      on_leave: OnLeave, *, idle: bool = True, transport: Transport = "ai_sdk") -> Reply:
     """The reply a send asks for, followed: the newest user message answered (or, on
-    regenerate, the last one answered again); the same UI message sent twice follows the
-    reply it started."""
+    regenerate, the last one answered again; or, when the send answers tool approvals, the
+    run's continuation); the same UI message sent twice follows the reply it started."""
+    if trigger == "submit-message" and (answered := answered_approvals(messages)) is not None:
+        return await continue_after_approvals(runs, user, chat_id, messages[-1].id, *answered, on_leave, idle=idle,
+                                              transport=transport)
     conversation = await runs.conversation_of_client(user, chat_id)
     try:
         if trigger == "regenerate-message":
@@ -235,9 +306,50 @@ async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[
                 client_message_id=key if len(key := f"{chat_id}/{message.id}") <= 64 else None,
                 transport=transport,
             )
-        return runs.subscribe(run, on_leave=on_leave, idle=idle)
+        return Reply(runs.subscribe(run, on_leave=on_leave, idle=idle), ChunkTranslator())
     except AlreadyStarted as sent:
-        return await runs.follow(user, sent.run_id, idle=idle)
+        return Reply(await runs.follow(user, sent.run_id, idle=idle), ChunkTranslator())
+
+
+def answered_approvals(messages: list[UIMessage]) -> tuple[str, list[Decision]] | None:
+    """The run and the user's decisions, when the send answers its tool approvals: the last
+    message is the assistant's, with tool parts ``approval-responded`` (what
+    ``addToolApprovalResponse`` leaves); None for any other send."""
+    answered = [part for part in messages[-1].parts if part.state == "approval-responded"] if messages else []
+    if not answered or messages[-1].role != "assistant":
+        return None
+    run_ids, decisions = set(), []
+    for part in answered:
+        if part.approval is None or part.approval.approved is None:
+            raise InvalidInput("An answered tool approval needs `approval.approved`.", field="messages")
+        run_id, _, call_id = part.approval.id.partition(":")
+        if not run_id or not call_id:
+            raise NotFound("No such approval request.")
+        if call_id != part.tool_call_id:
+            raise InvalidInput("The approval id names another tool call than its part.", field="messages")
+        run_ids.add(run_id)
+        decisions.append(Decision(call_id, part.approval.approved, part.approval.reason))
+    if len(run_ids) > 1:
+        raise InvalidInput("The answered approvals belong to more than one reply.", field="messages")
+    return run_ids.pop(), decisions
+
+
+async def continue_after_approvals(runs: RunManager, user: str, chat_id: str, message_id: str, run_id: str,
+                                   decisions: list[Decision], on_leave: OnLeave, *, idle: bool,
+                                   transport: Transport) -> Reply:
+    """Each decision recorded; the continuation, once the last is, streamed into the client's
+    message. Answers sent again (a retried request) follow the chat's running reply, if one
+    runs; otherwise they are refused as already decided (409)."""
+    translator = ChunkTranslator(message_id, frozenset(d.call_id for d in decisions if not d.approve))
+    try:
+        decided = await decide_together(runs, user, run_id, decisions, transport)
+    except AlreadyDecided:
+        if (running := await running_reply(runs, user, chat_id, idle=idle)) is None:
+            raise
+        return Reply(running, translator)
+    if isinstance(decided, list):
+        return Reply(None, translator)
+    return Reply(runs.subscribe(decided, on_leave=on_leave, idle=idle), translator)
 
 
 async def running_reply(runs: RunManager, user: str, chat_id: str, *, idle: bool = True) -> Subscription | None:
@@ -264,8 +376,11 @@ class AISDKController(Controller):
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[UIChatRequest],
     ) -> EventStream:
         on_leave: OnLeave = "stop" if data.on_disconnect == "stop" else "continue"
-        subscription = await start_reply(runs, user, data.id, data.messages, data.trigger, on_leave)
-        return following(runs, subscription, ui_frames(runs, subscription), UI_STREAM_HEADERS)
+        subscription, translator = await start_reply(runs, user, data.id, data.messages, data.trigger, on_leave)
+        if subscription is None:
+            frames = [data_frames(encode_chunks(translator.still_waiting())), DONE_FRAME]
+            return EventStream(_each(frames), headers=UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_frames(runs, subscription, translator), UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
@@ -280,4 +395,4 @@ class AISDKController(Controller):
         subscription = await running_reply(runs, user, chat_id)
         if subscription is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        return following(runs, subscription, ui_frames(runs, subscription), UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_frames(runs, subscription, ChunkTranslator()), UI_STREAM_HEADERS)

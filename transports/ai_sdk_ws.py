@@ -134,16 +134,20 @@ class _UISession(SocketSession):
                 raise InvalidInput("This requestId is already streaming.", field="requestId")
             await self._authorize(request.headers)
             if isinstance(request, SendRequest):
-                subscription = await start_reply(self.runs, self.user, request.id, request.messages, request.trigger,
-                                                 on_leave="continue", idle=False, transport="ai_sdk_ws")
-                self._stream(request.request_id, subscription, after=-1)
+                subscription, translator = await start_reply(self.runs, self.user, request.id, request.messages,
+                                                             request.trigger, on_leave="continue", idle=False,
+                                                             transport="ai_sdk_ws")
+                if subscription is None:  # approval answers recorded; the run waits for more
+                    await self.send(self._whole(request.request_id, translator.still_waiting()))
+                    return
+                self._stream(request.request_id, subscription, translator, after=-1)
             else:
                 subscription = await running_reply(self.runs, self.user, request.id, idle=False)
                 if subscription is None:
                     await self.send([_encode(NoActive(request_id=request.request_id))])
                     return
                 last = -1 if request.last_sequence is None else request.last_sequence
-                self._stream(request.request_id, subscription, after=last)
+                self._stream(request.request_id, subscription, ChunkTranslator(), after=last)
         except InvalidInput as exc:
             await self.fail(request.request_id, f"{exc.message} (at `$.{exc.field}`)")
         except ChatError as exc:
@@ -174,13 +178,20 @@ class _UISession(SocketSession):
         with contextlib.suppress(RunFinished):  # it ended as the abort came: nothing to stop
             await self.runs.cancel(self.user, run_id)
 
-    def _stream(self, request_id: str, subscription: Subscription, after: int) -> None:
+    def _stream(self, request_id: str, subscription: Subscription, translator: ChunkTranslator, after: int) -> None:
         self._run_of[request_id] = subscription.run_id
-        self.forward(request_id, subscription, self._frames(request_id, subscription, after))
+        self.forward(request_id, subscription, self._frames(request_id, subscription, translator, after))
 
-    async def _frames(self, request_id: str, subscription: Subscription, after: int) -> AsyncIterator[list[bytes]]:
+    @staticmethod
+    def _whole(request_id: str, chunks: list[Chunk]) -> list[bytes]:
+        """A stream known whole: its start, its chunks numbered from 0, its end."""
+        numbered = (ChunkFrame(request_id=request_id, sequence=n, chunk=chunk) for n, chunk in enumerate(chunks))
+        return [_encode(Started(request_id=request_id)), *map(_encode, numbered), _encode(Ended(request_id=request_id))]
+
+    async def _frames(self, request_id: str, subscription: Subscription, translator: ChunkTranslator,
+                      after: int) -> AsyncIterator[list[bytes]]:
         """The run's chunks numbered from 0; those up to ``after`` the client has already."""
-        translator, sequence, streamed = ChunkTranslator(), -1, self.runs.observer.streamed
+        sequence, streamed = -1, self.runs.observer.streamed
         try:
             yield [_encode(Started(request_id=request_id))]
             async for batch in subscription:
