@@ -35,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_api: Literal["responses", "chat_completions"] | None = None
     openai_agents_tracing: bool = False
     # Tools that wait for the user's yes: a comma list of tool names, "all" or "none".
-    tool_approval: str = "none"
+    tool_approval: str = "delete_task"
     model_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     offline_token_delay_ms: NonNegative = 20.0
     redis_url: str | None = None

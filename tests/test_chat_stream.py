@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import httpx
 import httpx_sse
+import msgspec
+import pytest
 
 from tests.conftest import auth, stored_events
 from tests.sse import parse_frames, text_of
+
+
+@pytest.fixture
+def settings(settings):
+    """The agent deletes without asking here: approvals have their own tests (test_approvals.py)."""
+    return msgspec.structs.replace(settings, tool_approval="none")
 
 
 def test_add_task_streams_start_tool_call_result_text_and_done(client, settings):
@@ -88,8 +96,6 @@ def test_stream_through_uvicorn_with_a_real_sse_client(live_server):
 
 
 def test_idle_stream_sends_ping_comments(tmp_path, settings):
-    import msgspec
-
     from tests.conftest import start_live_server
 
     slow = msgspec.structs.replace(settings, offline_token_delay_ms=150, sse_ping_interval_s=0.05)

@@ -15,6 +15,12 @@ import websockets
 from tests.conftest import ServerProcess, auth, token_for
 from tests.test_scale_out import BROKERS, broker_env, shared_settings, ws_url
 
+
+@pytest.fixture
+def settings(settings):
+    """The agent deletes without asking here: approvals have their own tests (test_approvals.py)."""
+    return msgspec.structs.replace(settings, tool_approval="none")
+
 __all__ = ["shared_settings"]  # a fixture, used by name
 
 # Followers read the database only every 10 minutes: what they get in time came by notice.

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from tests.conftest import auth
+
+
+@pytest.fixture
+def settings(settings):
+    """The agent deletes without asking here: approvals have their own tests (test_approvals.py)."""
+    return msgspec.structs.replace(settings, tool_approval="none")
 
 
 class Chat:
