@@ -157,7 +157,8 @@ def test_two_pending_calls_in_one_turn_are_each_decided_then_it_goes_on(approvin
         fake.stop()
 
 
-def test_approval_over_the_websocket(client):
+@pytest.mark.parametrize("approve", [True, False])
+def test_approval_over_the_websocket(client, approve):
     with client.websocket_connect(f"/api/alice/ws?token={token_for('alice')}") as ws:
         ws.send_json({"type": "chat", "message": "add buy milk"})
         conversation = ws.receive_json()["conversation_id"]  # the start event
@@ -169,15 +170,17 @@ def test_approval_over_the_websocket(client):
             events.append(event)
         assert event["status"] == "awaiting_approval"
         request = next(e for e in events if e["type"] == "approval_request")
-        ws.send_json({"type": "approval", "run_id": request["run_id"], "call_id": request["call_id"], "approve": True})
+        ws.send_json({"type": "approval", "run_id": request["run_id"], "call_id": request["call_id"],
+                      "approve": approve, "reason": "keep it"})
         continuation = []
         while (event := ws.receive_json())["type"] != "done":
             continuation.append(event)
-        assert any(e["type"] == "tool_result" for e in continuation) and event["status"] == "completed"
+        result = next(e for e in continuation if e["type"] == "tool_result")
+        assert event["status"] == "completed" and ("deleted" in result["result"]) is approve
         ws.send_json({"type": "approval", "run_id": request["run_id"], "call_id": request["call_id"], "approve": True})
         error = ws.receive_json()
         assert error["type"] == "error" and error["code"] == "already_decided"
-    assert titles(client) == []
+    assert titles(client) == ([] if approve else ["buy milk"])
 
 
 def test_a_restart_between_the_request_and_the_decision_resumes_the_stored_state(approving):
