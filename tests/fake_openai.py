@@ -67,6 +67,7 @@ class Reply:
     break_after: int | None = None
     stall_after: int | None = None
     delay_s: float = 0.0  # pause before each delta
+    interval_s: float = 0.0  # deltas due this far apart on the fake's own clock, as a provider paces tokens
 
     @classmethod
     def say(cls, *pieces: str, **options: Any) -> Reply:
@@ -212,7 +213,7 @@ class FakeOpenAI:
                 "type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
             })
-            deltas = 0
+            deltas, started = 0, time.monotonic()
             for is_delta, frame in frames:
                 if is_delta:
                     if reply.break_after is not None and deltas >= reply.break_after:
@@ -222,6 +223,8 @@ class FakeOpenAI:
                         return
                     if reply.delay_s:
                         await asyncio.wait([hung_up], timeout=reply.delay_s)
+                    if reply.interval_s and (wait := started + deltas * reply.interval_s - time.monotonic()) > 0:
+                        await asyncio.wait([hung_up], timeout=wait)
                     deltas += 1
                 if hung_up.done():
                     record.disconnected.set()

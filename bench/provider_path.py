@@ -1,0 +1,210 @@
+"""The provider path: a real-model reply through the ``openai`` client, stock and fast decoding.
+
+    .venv/bin/python -m bench.provider_path [--api both] [--deltas 300] [--concurrency 10] [--rounds 3]
+                                            [--paced 50,100,150,200,300] [--json]
+
+A local fake provider (``bench.fake_provider``: the tests' fake OpenAI server, a process of its
+own) streams every request a text reply of ``--deltas`` pieces. For each wire API, in one run:
+
+- **SDK alone**: ``Runner.run_streamed`` with the SDK's own model class on the stock ``openai``
+  client, no server (in this process; ``time.process_time``), then the same on the fast client;
+- **server, stock** (``PROVIDER_FAST_PATH=0``) and **server, fast**: ``chat-server serve`` (one
+  worker, SQLite), ``chat/stream`` over SSE, server CPU from ``/proc``;
+
+each ``--concurrency`` replies at once, ``--rounds`` times, after one warm-up round: CPU µs per
+text delta. Then **paced capacity** on the server (fast path, and stock): N replies started
+within one second through a fake provider pacing 50 deltas/s; the largest N whose replies reach
+≥ 95 % of 50 events/s with a gap p99 under 50 ms. The fake provider runs on the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvloop
+
+from bench.client import sse_chat
+from bench.procstat import cpu_seconds
+from bench.server import percentile, running_server, token
+
+MODEL = "fake-model"
+PACED_INTERVAL_MS = 20  # 50 text deltas per second
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def fake_provider(deltas: int, interval_ms: float = 0.0) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_provider", "--deltas", str(deltas), "--interval-ms", str(interval_ms)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- the SDK alone ---------------------------------------------------------------------------
+
+
+async def sdk_alone(base_url: str, api: str, fast_path: bool, concurrency: int, rounds: int) -> dict[str, Any]:
+    from agents import RunConfig, Runner, set_tracing_disabled
+    from agents.stream_events import RawResponsesStreamEvent
+    from openai.types.responses import ResponseTextDeltaEvent
+
+    from app.gc_tuning import tune_gc
+    from domain.agent import todo_agent
+    from domain.models import ModelConfig, build_model, close_model
+
+    tune_gc()  # as a serving process does
+    set_tracing_disabled(True)
+    model, model_settings, _ = build_model(ModelConfig(
+        api_key="sk-bench", base_url=base_url, model=MODEL, api=api, fast_path=fast_path,
+    ))
+    agent = todo_agent(model, model_settings)
+    config = RunConfig(tracing_disabled=True, trace_include_sensitive_data=False)
+
+    async def one() -> int:
+        # The tools are never called (the reply is text), so no database is needed.
+        result = Runner.run_streamed(copy.copy(agent), "hello", context=None, max_turns=10, run_config=config)
+        texts = 0
+        async for event in result.stream_events():
+            if isinstance(event, RawResponsesStreamEvent) and isinstance(event.data, ResponseTextDeltaEvent):
+                texts += 1
+        return texts
+
+    async def round_() -> int:
+        return sum(await asyncio.gather(*(one() for _ in range(concurrency))))
+
+    await round_()  # warm up
+    cpu, wall, texts = time.process_time(), time.perf_counter(), 0
+    for _ in range(rounds):
+        texts += await round_()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    await close_model(model)
+    return {"text_deltas": texts, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_delta": cpu / texts * 1e6}
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def _server_env(base_url: str, api: str, fast_path: bool) -> dict[str, str]:
+    return {"OPENAI_BASE_URL": base_url, "OPENAI_API": api, "CHAT_MODEL": MODEL,
+            "PROVIDER_FAST_PATH": "1" if fast_path else "0", "MAX_ACTIVE_RUNS_PER_USER": "1000"}
+
+
+async def server_hot(url: str, pid: int, concurrency: int, rounds: int) -> dict[str, Any]:
+    users = [(f"u{i}", token(f"u{i}")) for i in range(concurrency)]
+
+    async def round_() -> list:
+        return await asyncio.gather(*(sse_chat(url, u, t, "hello") for u, t in users))
+
+    await round_()  # warm up
+    streams, cpu, wall = [], cpu_seconds(pid), time.perf_counter()
+    for _ in range(rounds):
+        streams += await round_()
+    cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    texts = sum(s.texts for s in streams)
+    errors = [s.error or s.status for s in streams if s.error or s.status != "completed"]
+    return {"text_deltas": texts, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_delta": cpu / max(texts, 1) * 1e6,
+            "error_count": len(errors), "errors": errors[:3]}
+
+
+async def server_paced(url: str, pid: int, n: int) -> dict[str, Any]:
+    users = [(f"p{n}-{i}", token(f"p{n}-{i}")) for i in range(n)]
+
+    async def one(i: int, user: str, tok: str):
+        await asyncio.sleep(i / n)  # all started within one second
+        return await sse_chat(url, user, tok, "hello")
+
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    streams = await asyncio.wait_for(asyncio.gather(*(one(i, u, t) for i, (u, t) in enumerate(users))), 300)
+    cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+    rates = [r for s in streams if (r := s.text_rate) is not None]
+    gaps = [g * 1000 for s in streams for g in s.gaps]
+    texts = sum(s.texts for s in streams)
+    errors = [s.error or s.status for s in streams if s.error or s.status != "completed"]
+    pct = 100 * sum(rates) / max(len(rates), 1) / (1000 / PACED_INTERVAL_MS)
+    return {"n": n, "achieved_pct_of_ideal": pct, "gap_p50_ms": percentile(gaps, 50),
+            "gap_p99_ms": percentile(gaps, 99), "server_cpu_pct": 100 * cpu / wall,
+            "cpu_us_per_delta": cpu / max(texts, 1) * 1e6, "error_count": len(errors),
+            "ok": pct >= 95 and percentile(gaps, 99) < 50 and not errors}
+
+
+def _server(base_url: str, api: str, fast_path: bool, measure, *args) -> dict[str, Any]:
+    with running_server(**_server_env(base_url, api, fast_path)) as (url, process):
+        return uvloop.run(measure(url, process.pid, *args))
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    apis = ["chat_completions", "responses"] if args.api == "both" else [args.api]
+    result: dict[str, Any] = {"deltas": args.deltas, "concurrency": args.concurrency, "rounds": args.rounds}
+    for api in apis:
+        row: dict[str, Any] = {}
+        with fake_provider(args.deltas) as base_url:
+            for name, fast in (("sdk_stock", False), ("sdk_fast", True)):
+                row[name] = uvloop.run(sdk_alone(base_url, api, fast, args.concurrency, args.rounds))
+                say(f"{api} SDK alone, {name[4:]}: {row[name]['cpu_us_per_delta']:.1f} µs/delta")
+            for name, fast in (("server_stock", False), ("server_fast", True)):
+                row[name] = _server(base_url, api, fast, server_hot, args.concurrency, args.rounds)
+                say(f"{api} server, {name[7:]}: {row[name]['cpu_us_per_delta']:.1f} µs/delta "
+                    f"({row[name]['error_count']} errors)")
+        row["server_fast_over_sdk_stock"] = row["server_fast"]["cpu_us_per_delta"] / row["sdk_stock"]["cpu_us_per_delta"]
+        say(f"{api}: server fast / SDK stock = {row['server_fast_over_sdk_stock']:.2f}")
+        result[api] = row
+    if args.paced:
+        ns = [int(n) for n in args.paced.split(",")]
+        with fake_provider(args.paced_deltas, PACED_INTERVAL_MS) as base_url:
+            for label, fast in (("fast", True), ("stock", False)):
+                series = []
+                for n in ns:
+                    measured = _server(base_url, args.paced_api, fast, server_paced, n)
+                    series.append(measured)
+                    say(f"paced {args.paced_api} {label} N={n}: {measured['achieved_pct_of_ideal']:.1f}% of ideal, "
+                        f"gap p99 {measured['gap_p99_ms']:.1f} ms, {measured['cpu_us_per_delta']:.0f} µs/delta, "
+                        f"server CPU {measured['server_cpu_pct']:.0f}%, {measured['error_count']} errors")
+                    if not measured["ok"]:
+                        break
+                capacity = max((m["n"] for m in series if m["ok"]), default=0)
+                result[f"paced_{label}"] = {"api": args.paced_api, "series": series, "capacity": capacity}
+                say(f"paced capacity, {label}: N = {capacity}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api", choices=["chat_completions", "responses", "both"], default="both")
+    parser.add_argument("--deltas", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paced", default="", help="comma list of N for paced capacity (empty: skip)")
+    parser.add_argument("--paced-api", choices=["chat_completions", "responses"], default="chat_completions")
+    parser.add_argument("--paced-deltas", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args)
+    print(json.dumps(result, indent=2) if args.json else json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
