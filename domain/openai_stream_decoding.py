@@ -23,16 +23,18 @@ loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal, get_args, get_origin
 
 import httpx2
 from openai import AsyncOpenAI
+from openai._models import construct_type
 from openai._streaming import SSEDecoder, ServerSentEvent
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,52 @@ Decode = Callable[[dict], Any]
 
 
 def _chat_chunk_decoder() -> Decode:
+    # The stock client builds a chunk with ``construct`` (no coercion); strict validation
+    # coerces nothing either, so what it accepts comes out the same.
     validate = ChatCompletionChunk.__pydantic_validator__.validate_python
-    return lambda data: validate(data, strict=True)
+
+    def decode(data: dict) -> Any:
+        chunk = validate(data, strict=True)
+        _as_constructed(chunk)
+        return chunk
+
+    return decode
+
+
+def _as_constructed(model: BaseModel) -> None:
+    """Make a validated model's ``model_fields_set`` what ``construct_type`` gives.
+
+    ``construct_type`` constructs a model reached by a plain model or list-of-models field
+    (the chunk, its choices, their deltas), leaving a provider's extra keys (``reasoning_content``,
+    ``stop_reason``…) out of the set fields; one under a union (``Optional[CompletionUsage]``)
+    it validates, as here, extras included. So: unset the extras down the constructed fields only.
+    """
+    extra = model.__pydantic_extra__
+    if extra:
+        model.__pydantic_fields_set__.difference_update(extra)
+    for name, is_list in _constructed_fields(type(model)):
+        value = model.__dict__[name]
+        if is_list and type(value) is list:
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _as_constructed(item)
+        elif isinstance(value, BaseModel):
+            _as_constructed(value)
+
+
+@functools.cache
+def _constructed_fields(cls: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """The fields of ``cls`` that ``construct_type`` fills by constructing: (name, is a list)."""
+    found = []
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) is list and (args := get_args(annotation)):
+            annotation, is_list = args[0], True
+        else:
+            is_list = False
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.append((name, is_list))
+    return tuple(found)
 
 
 def responses_event_types() -> dict[str, type[BaseModel]]:
@@ -57,29 +103,40 @@ def responses_event_types() -> dict[str, type[BaseModel]]:
 
 
 def _responses_event_decoder() -> Decode:
-    # Validating against the whole union tries its ~50 members one by one (≈ 80 µs); the event
-    # names its member in "type", so validate against that one.
-    validators = {name: cls.__pydantic_validator__.validate_python for name, cls in responses_event_types().items()}
+    # The stock client validates an event against the whole union (lax), trying its ~50 members
+    # (≈ 80 µs), and when that fails constructs the member its "type" names. Only that member can
+    # match (each has its own "type" literal: the pinning test checks), so validating against it
+    # alone gives the same object, and constructing it when that fails too is the stock fallback.
+    members = responses_event_types()
+    validators = {name: cls.__pydantic_validator__.validate_python for name, cls in members.items()}
 
     def decode(data: dict) -> Any:
-        return validators[data["type"]](data, strict=True)
+        kind = data["type"]
+        try:
+            return validators[kind](data)
+        except ValidationError:
+            return construct_type(type_=members[kind], value=data)
 
     return decode
+
+
+# Keyed by identity: ``ResponseStreamEvent`` is an ``Annotated`` union, slow to hash.
+_DECODERS: dict[int, Decode] = {
+    id(ChatCompletionChunk): _chat_chunk_decoder(),
+    id(ResponseStreamEvent): _responses_event_decoder(),
+}
+
+
+def fast_decoder(cast_to: Any) -> Decode | None:
+    """The fast decoder of a stream's chunk type, if it has one. It raises on what it cannot read."""
+    return _DECODERS.get(id(cast_to))
 
 
 class FastDecodingAsyncOpenAI(AsyncOpenAI):
     """``AsyncOpenAI`` whose streamed chunks are decoded by the fast path, stock otherwise."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        # Keyed by identity: ``ResponseStreamEvent`` is an ``Annotated`` union, slow to hash.
-        self._fast_decoders: dict[int, Decode] = {
-            id(ChatCompletionChunk): _chat_chunk_decoder(),
-            id(ResponseStreamEvent): _responses_event_decoder(),
-        }
-
     def _process_response_data(self, *, data: object, cast_to: Any, response: httpx2.Response) -> Any:
-        decode = self._fast_decoders.get(id(cast_to))
+        decode = _DECODERS.get(id(cast_to))
         if decode is not None and type(data) is dict and not self._strict_response_validation:
             try:
                 return decode(data)

@@ -68,6 +68,11 @@ class Reply:
     stall_after: int | None = None
     delay_s: float = 0.0  # pause before each delta
     interval_s: float = 0.0  # deltas due this far apart on the fake's own clock, as a provider paces tokens
+    recorded: bytes | None = None  # a recorded stream's body, sent as it is, one SSE event per write
+
+    @classmethod
+    def replay(cls, body: bytes, **options: Any) -> Reply:
+        return cls(recorded=body, **options)
 
     @classmethod
     def say(cls, *pieces: str, **options: Any) -> Reply:
@@ -185,7 +190,9 @@ class FakeOpenAI:
     async def _answer(self, record: Received, reply: Reply, receive: Any, send: Any) -> None:
         model = record.body.get("model", "")
         reply = replace(reply, tool_calls=tuple(call.with_id() for call in reply.tool_calls))
-        if record.path.endswith("/chat/completions"):
+        if reply.recorded is not None:
+            frames = _recorded_frames(reply.recorded)
+        elif record.path.endswith("/chat/completions"):
             include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
             frames = _chat_frames(reply, model, include_usage)
         elif record.path.endswith("/responses"):
@@ -259,6 +266,14 @@ async def _json(send: Any, status: int, body: dict, headers: list[tuple[bytes, b
 def _sse(payload: dict, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _recorded_frames(body: bytes) -> list[tuple[bool, bytes]]:
+    """A recorded body cut after each blank line (LF or CRLF), so each event is its own write."""
+    separator = b"\r\n\r\n" if b"\r\n\r\n" in body else b"\n\n"
+    pieces = body.split(separator)
+    frames = [piece + separator for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    return [(True, frame) for frame in frames]
 
 
 # -- Chat Completions ------------------------------------------------------------------
