@@ -24,14 +24,16 @@ loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal, get_args, get_origin
 
 import httpx2
+import msgspec
 from openai import AsyncOpenAI
 from openai._models import construct_type
-from openai._streaming import SSEDecoder, ServerSentEvent
+from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel, ValidationError
@@ -44,10 +46,13 @@ Decode = Callable[[dict], Any]
 def _chat_chunk_decoder() -> Decode:
     # The stock client builds a chunk with ``construct`` (no coercion); strict validation
     # coerces nothing either, so what it accepts comes out the same.
-    validate = ChatCompletionChunk.__pydantic_validator__.validate_python
+    validator = ChatCompletionChunk.__pydantic_validator__
 
-    def decode(data: dict) -> Any:
-        chunk = validate(data, strict=True)
+    def decode(data: RawJSON | dict) -> Any:
+        if type(data) is RawJSON:
+            chunk = validator.validate_json(data.text, strict=True)
+        else:
+            chunk = validator.validate_python(data, strict=True)
         _as_constructed(chunk)
         return chunk
 
@@ -102,20 +107,28 @@ def responses_event_types() -> dict[str, type[BaseModel]]:
     return by_type
 
 
+class _Kind(msgspec.Struct):
+    type: str
+
+
 def _responses_event_decoder() -> Decode:
     # The stock client validates an event against the whole union (lax), trying its ~50 members
     # (≈ 80 µs), and when that fails constructs the member its "type" names. Only that member can
     # match (each has its own "type" literal: the pinning test checks), so validating against it
     # alone gives the same object, and constructing it when that fails too is the stock fallback.
     members = responses_event_types()
-    validators = {name: cls.__pydantic_validator__.validate_python for name, cls in members.items()}
+    validators = {name: cls.__pydantic_validator__ for name, cls in members.items()}
+    read_kind = msgspec.json.Decoder(_Kind).decode
 
-    def decode(data: dict) -> Any:
-        kind = data["type"]
+    def decode(data: RawJSON | dict) -> Any:
+        raw = type(data) is RawJSON
+        kind = read_kind(data.text).type if raw else data["type"]
         try:
-            return validators[kind](data)
+            if raw:
+                return validators[kind].validate_json(data.text)
+            return validators[kind].validate_python(data)
         except ValidationError:
-            return construct_type(type_=members[kind], value=data)
+            return construct_type(type_=members[kind], value=data.parsed() if raw else data)
 
     return decode
 
@@ -137,24 +150,24 @@ class FastDecodingAsyncOpenAI(AsyncOpenAI):
 
     def _process_response_data(self, *, data: object, cast_to: Any, response: httpx2.Response) -> Any:
         decode = _DECODERS.get(id(cast_to))
-        if decode is not None and type(data) is dict and not self._strict_response_validation:
+        if decode is not None and type(data) in (RawJSON, dict) and not self._strict_response_validation:
             try:
                 return decode(data)
-            except Exception:  # noqa: BLE001 - anything the fast path cannot read goes the stock way
-                pass
-        return super()._process_response_data(data=data, cast_to=cast_to, response=response)
+            except Exception as exc:  # noqa: BLE001 - anything the fast path cannot read goes the stock way
+                log.debug("chunk decoded the stock way: %s", exc)
+        return super()._process_response_data(data=_parsed(data), cast_to=cast_to, response=response)
 
     def _make_sse_decoder(self) -> LineFeedSSEDecoder:
         return LineFeedSSEDecoder()
 
 
 class LineFeedSSEDecoder:
-    """Server-Sent Events split on ``\\n\\n``, for streams of plain ``event:`` and ``data:`` lines.
+    """Server-Sent Events of ``event:`` and ``data:`` lines (LF or CRLF), comments skipped.
 
-    Yields the same ``ServerSentEvent`` values as ``openai``'s ``SSEDecoder``. At the first byte it
-    does not handle (CR, a comment, any other field) it hands the stream, from its first byte, to
-    ``SSEDecoder``, unless an event was already yielded; then it goes on with ``SSEDecoder`` from
-    the start of the pending event (both keep no state between events but ``id``, never seen here).
+    Yields what ``openai``'s ``SSEDecoder`` yields, as :class:`JSONEvent` values. At the first
+    line it does not handle (an ``id:`` or ``retry:`` field, a lone CR, a field it does not
+    know) it hands the rest of the stream, from the start of the pending event, to
+    ``SSEDecoder``: both keep no state from one event to the next but ``id``, not seen before.
     """
 
     def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
@@ -162,12 +175,16 @@ class LineFeedSSEDecoder:
         return SSEDecoder().iter_bytes(iterator)
 
     async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
-        buffer = b""
+        buffer, cr = b"", b""
         async for chunk in iterator:
-            if b"\r" in chunk:
-                async for sse in _stock_rest(buffer + chunk, iterator):
-                    yield sse
-                return
+            if cr or b"\r" in chunk:
+                chunk = cr + chunk
+                cr = b"\r" if chunk.endswith(b"\r") else b""  # its LF may be in the next chunk
+                chunk = chunk[: len(chunk) - len(cr)].replace(b"\r\n", b"\n")
+                if b"\r" in chunk:  # a lone CR ends a line too: the stock decoder's business
+                    async for sse in _stock_rest(buffer + chunk + cr, iterator):
+                        yield sse
+                    return
             buffer += chunk
             if b"\n\n" not in buffer:
                 continue
@@ -175,40 +192,96 @@ class LineFeedSSEDecoder:
             for index, block in enumerate(blocks):
                 sse = _event(block)
                 if sse is _UNHANDLED:
-                    rest = b"\n\n".join([*blocks[index:], buffer])
-                    async for sse in _stock_rest(rest, iterator):
+                    async for sse in _stock_rest(b"\n\n".join([*blocks[index:], buffer + cr]), iterator):
                         yield sse
                     return
                 if sse is not None:
                     yield sse
-        # What stays at the end of the body is an event without its blank line: the stock
-        # decoder yields nothing for it either (it only dispatches on an empty line).
-        if buffer.strip(b"\n"):
-            async for sse in _stock_rest(buffer, iterator):
+        # The rest is an event without its blank line (a CR left over ends one more line): the
+        # stock decoder decides what that is.
+        if (buffer + cr).strip(b"\n"):
+            async for sse in _stock_rest(buffer + cr, iterator):
                 yield sse
+
+
+class JSONEvent(ServerSentEvent):
+    """An event whose ``json()`` parses only when something reads it (see :class:`RawJSON`)."""
+
+    def json(self) -> Any:
+        data = self.data
+        if data.startswith("{"):
+            return RawJSON(data)
+        return json.loads(data)
+
+
+class RawJSON(Mapping):
+    """A JSON object's text, read as a mapping: parsed at the first read of a key.
+
+    The stream reads one key of every chunk, ``"error"`` (a provider error mid-stream), then
+    hands the chunk to ``_process_response_data``, which validates the text itself. The key is
+    answered without parsing when the text cannot hold it: no ``"error"`` in it, and no string
+    starting with an escape (which could spell it). Anything else parses the text, so the mapping
+    reads as ``json.loads`` of it would (invalid JSON raises the same error, at its first read).
+    """
+
+    __slots__ = ("_parsed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._parsed: dict | None = None
+
+    def parsed(self) -> dict:
+        if self._parsed is None:
+            self._parsed = json.loads(self.text)
+        return self._parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "error" and '"error"' not in self.text and '"\\u' not in self.text:
+            return default
+        return self.parsed().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.parsed()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parsed())
+
+    def __len__(self) -> int:
+        return len(self.parsed())
+
+
+def _parsed(data: object) -> object:
+    """What the stock code expects: ``json.loads`` of the event, also inside the envelope
+    ``{"data": …, "event": …}`` some streams (not the agents SDK's) are given."""
+    if type(data) is RawJSON:
+        return data.parsed()
+    if type(data) is dict and type(data.get("data")) is RawJSON:
+        return {**data, "data": data["data"].parsed()}
+    return data
 
 
 _UNHANDLED = ServerSentEvent()
 
 
+def _value(line: bytes, name_length: int) -> str:
+    value = line[name_length:]
+    return (value[1:] if value.startswith(b" ") else value).decode()
+
+
 def _event(block: bytes) -> ServerSentEvent | None:
     """One event's lines; ``_UNHANDLED`` for any line the stock decoder must read."""
-    if not block:  # a run of blank lines: nothing to dispatch, as in the stock decoder
-        return None
     event = None
     data: list[str] = []
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):
-            value = line[5:]
-            data.append((value[1:] if value.startswith(b" ") else value).decode())
+            data.append(_value(line, 5))
         elif line.startswith(b"event:"):
-            value = line[6:]
-            event = (value[1:] if value.startswith(b" ") else value).decode()
-        elif line:
+            event = _value(line, 6)
+        elif line and not line.startswith(b":"):  # a comment line means nothing
             return _UNHANDLED
     if event is None and not data:
         return None
-    return ServerSentEvent(event=event, data="\n".join(data))
+    return JSONEvent(event=event, data="\n".join(data))
 
 
 async def _stock_rest(head: bytes, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
