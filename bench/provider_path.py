@@ -11,8 +11,8 @@ own) streams every request a text reply of ``--deltas`` pieces. For each wire AP
 - **server, stock** (``PROVIDER_FAST_PATH=0``) and **server, fast**: ``chat-server serve`` (one
   worker, SQLite), ``chat/stream`` over SSE, server CPU from ``/proc``;
 
-each ``--concurrency`` replies at once, ``--rounds`` times, after one warm-up round: CPU µs per
-text delta. Then **paced capacity** on the server (fast path, and stock): N replies started
+each ``--concurrency`` replies at once, ``--rounds`` times, after one warm-up round, the four
+in turn round by round: CPU µs per text delta, the median of the rounds. Then **paced capacity** on the server (fast path, and stock): N replies started
 within one second through a fake provider pacing 50 deltas/s; the largest N whose replies reach
 ≥ 95 % of 50 events/s with a gap p99 under 50 ms. The fake provider runs on the same 2 cores.
 """
@@ -61,10 +61,14 @@ def fake_provider(deltas: int, interval_ms: float = 0.0) -> Iterator[str]:
             process.wait()
 
 
-# -- the SDK alone ---------------------------------------------------------------------------
+# -- the SDK alone and the server, stock and fast, rounds taken in turn ---------------------------
+#
+# Other work on the machine moves CPU per delta by 10-30 % from one minute to the next, so the
+# paths are measured round by round in turn (stock, fast, stock, fast…) and each is read as the
+# median of its rounds.
 
 
-async def sdk_alone(base_url: str, api: str, fast_path: bool, concurrency: int, rounds: int) -> dict[str, Any]:
+async def sdk_alone(base_url: str, api: str, concurrency: int, rounds: int) -> dict[str, dict[str, Any]]:
     from agents import RunConfig, Runner, set_tracing_disabled
     from agents.stream_events import RawResponsesStreamEvent
     from openai.types.responses import ResponseTextDeltaEvent
@@ -75,13 +79,16 @@ async def sdk_alone(base_url: str, api: str, fast_path: bool, concurrency: int, 
 
     tune_gc()  # as a serving process does
     set_tracing_disabled(True)
-    model, model_settings, _ = build_model(ModelConfig(
-        api_key="sk-bench", base_url=base_url, model=MODEL, api=api, fast_path=fast_path,
-    ))
-    agent = todo_agent(model, model_settings)
     config = RunConfig(tracing_disabled=True, trace_include_sensitive_data=False)
+    agents, models = {}, []
+    for name, fast in (("sdk_stock", False), ("sdk_fast", True)):
+        model, model_settings, _ = build_model(ModelConfig(
+            api_key="sk-bench", base_url=base_url, model=MODEL, api=api, fast_path=fast,
+        ))
+        models.append(model)
+        agents[name] = todo_agent(model, model_settings)
 
-    async def one() -> int:
+    async def one(agent) -> int:
         # The tools are never called (the reply is text), so no database is needed.
         result = Runner.run_streamed(copy.copy(agent), "hello", context=None, max_turns=10, run_config=config)
         texts = 0
@@ -90,19 +97,26 @@ async def sdk_alone(base_url: str, api: str, fast_path: bool, concurrency: int, 
                 texts += 1
         return texts
 
-    async def round_() -> int:
-        return sum(await asyncio.gather(*(one() for _ in range(concurrency))))
+    async def round_(agent) -> tuple[float, int]:
+        cpu = time.process_time()
+        texts = sum(await asyncio.gather(*(one(agent) for _ in range(concurrency))))
+        return time.process_time() - cpu, texts
 
-    await round_()  # warm up
-    cpu, wall, texts = time.process_time(), time.perf_counter(), 0
+    for agent in agents.values():
+        await round_(agent)  # warm up
+    measured: dict[str, list] = {name: [] for name in agents}
     for _ in range(rounds):
-        texts += await round_()
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    await close_model(model)
-    return {"text_deltas": texts, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_delta": cpu / texts * 1e6}
+        for name, agent in agents.items():
+            measured[name].append(await round_(agent))
+    for model in models:
+        await close_model(model)
+    return {name: _summary(rounds_) for name, rounds_ in measured.items()}
 
 
-# -- the server ------------------------------------------------------------------------------
+def _summary(rounds: list[tuple[float, int]]) -> dict[str, Any]:
+    per_delta = sorted(cpu / texts * 1e6 for cpu, texts in rounds)
+    return {"text_deltas": sum(t for _, t in rounds), "cpu_s": sum(c for c, _ in rounds),
+            "cpu_us_per_delta": percentile(per_delta, 50), "rounds_us_per_delta": per_delta}
 
 
 def _server_env(base_url: str, api: str, fast_path: bool) -> dict[str, str]:
@@ -110,21 +124,25 @@ def _server_env(base_url: str, api: str, fast_path: bool) -> dict[str, str]:
             "PROVIDER_FAST_PATH": "1" if fast_path else "0", "MAX_ACTIVE_RUNS_PER_USER": "1000"}
 
 
-async def server_hot(url: str, pid: int, concurrency: int, rounds: int) -> dict[str, Any]:
+async def servers_hot(urls: dict[str, tuple[str, int]], concurrency: int, rounds: int) -> dict[str, dict[str, Any]]:
     users = [(f"u{i}", token(f"u{i}")) for i in range(concurrency)]
+    errors: dict[str, list] = {name: [] for name in urls}
 
-    async def round_() -> list:
-        return await asyncio.gather(*(sse_chat(url, u, t, "hello") for u, t in users))
+    async def round_(name: str) -> tuple[float, int]:
+        url, pid = urls[name]
+        cpu = cpu_seconds(pid)
+        streams = await asyncio.gather(*(sse_chat(url, u, t, "hello") for u, t in users))
+        errors[name] += [s.error or s.status for s in streams if s.error or s.status != "completed"]
+        return cpu_seconds(pid) - cpu, sum(s.texts for s in streams)
 
-    await round_()  # warm up
-    streams, cpu, wall = [], cpu_seconds(pid), time.perf_counter()
+    for name in urls:
+        await round_(name)  # warm up
+    measured: dict[str, list] = {name: [] for name in urls}
     for _ in range(rounds):
-        streams += await round_()
-    cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
-    texts = sum(s.texts for s in streams)
-    errors = [s.error or s.status for s in streams if s.error or s.status != "completed"]
-    return {"text_deltas": texts, "cpu_s": cpu, "wall_s": wall, "cpu_us_per_delta": cpu / max(texts, 1) * 1e6,
-            "error_count": len(errors), "errors": errors[:3]}
+        for name in urls:
+            measured[name].append(await round_(name))
+    return {name: {**_summary(rounds_), "error_count": len(errors[name]), "errors": errors[name][:3]}
+            for name, rounds_ in measured.items()}
 
 
 async def server_paced(url: str, pid: int, n: int) -> dict[str, Any]:
@@ -162,13 +180,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for api in apis:
         row: dict[str, Any] = {}
         with fake_provider(args.deltas) as base_url:
-            for name, fast in (("sdk_stock", False), ("sdk_fast", True)):
-                row[name] = uvloop.run(sdk_alone(base_url, api, fast, args.concurrency, args.rounds))
-                say(f"{api} SDK alone, {name[4:]}: {row[name]['cpu_us_per_delta']:.1f} µs/delta")
-            for name, fast in (("server_stock", False), ("server_fast", True)):
-                row[name] = _server(base_url, api, fast, server_hot, args.concurrency, args.rounds)
-                say(f"{api} server, {name[7:]}: {row[name]['cpu_us_per_delta']:.1f} µs/delta "
-                    f"({row[name]['error_count']} errors)")
+            row.update(uvloop.run(sdk_alone(base_url, api, args.concurrency, args.rounds)))
+            with running_server(**_server_env(base_url, api, False)) as (stock_url, stock), \
+                    running_server(**_server_env(base_url, api, True)) as (fast_url, fast):
+                urls = {"server_stock": (stock_url, stock.pid), "server_fast": (fast_url, fast.pid)}
+                row.update(uvloop.run(servers_hot(urls, args.concurrency, args.rounds)))
+        for name in ("sdk_stock", "sdk_fast", "server_stock", "server_fast"):
+            rounds = ", ".join(f"{x:.0f}" for x in row[name]["rounds_us_per_delta"])
+            say(f"{api} {name}: {row[name]['cpu_us_per_delta']:.1f} µs/delta (median; rounds {rounds})"
+                + (f", {row[name]['error_count']} errors" if "error_count" in row[name] else ""))
         row["server_fast_over_sdk_stock"] = row["server_fast"]["cpu_us_per_delta"] / row["sdk_stock"]["cpu_us_per_delta"]
         say(f"{api}: server fast / SDK stock = {row['server_fast_over_sdk_stock']:.2f}")
         result[api] = row
@@ -196,7 +216,7 @@ def main() -> None:
     parser.add_argument("--api", choices=["chat_completions", "responses", "both"], default="both")
     parser.add_argument("--deltas", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--paced", default="", help="comma list of N for paced capacity (empty: skip)")
     parser.add_argument("--paced-api", choices=["chat_completions", "responses"], default="chat_completions")
     parser.add_argument("--paced-deltas", type=int, default=300)
