@@ -1,24 +1,27 @@
 """Cheaper decoding of the ``openai`` client's streamed chunks: the same typed objects, built faster.
 
-The stock client turns every Server-Sent Event of a stream into its type with
-``openai._models.construct_type``, a Python walk over the type's annotations: ≈ 160 µs per Chat
-Completions chunk here, most of a provider reply's CPU. For the two stream types the agents SDK
-reads (``ChatCompletionChunk`` and the Responses API's ``ResponseStreamEvent`` union) this module
-builds the same pydantic objects with pydantic's compiled validator in *strict* mode instead
-(≈ 5 µs). Strict validation either yields exactly what the stock path yields (the values are
-already of their declared types, so nothing is coerced) or fails; a chunk it fails on (a
-provider's unexpected ``finish_reason``, a ``null`` where a string belongs, an unknown event
-type…) is built by the stock code, for that chunk only. The reply never fails for it.
+The stock client parses every Server-Sent Event of a stream with ``json.loads`` and turns it
+into its type with ``openai._models.construct_type``, a Python walk over the type's annotations:
+≈ 100-160 µs per Chat Completions chunk here, most of a provider reply's CPU. For the two stream
+types the agents SDK reads, this module builds the same objects with pydantic's compiled
+validator, straight from the event's JSON text:
 
-The client's SSE parsing is also replaced for the common framing: LF-separated events of
-``event:`` / ``data:`` fields (every OpenAI-compatible server seen sends that). A stream that
-uses CR or CRLF line ends, comments, ``id:`` or ``retry:`` fields is handed to the stock
-decoder from its start, which follows the whole specification.
+- ``ChatCompletionChunk`` (stock: ``construct``, no coercion) by *strict* validation, which
+  coerces nothing either: it yields the stock object or fails;
+- a Responses ``ResponseStreamEvent`` (stock: lax validation against the ~50-member union, then
+  ``construct`` of the member its ``type`` names) by lax validation against that member alone,
+  then the same ``construct``.
 
-These are internals of ``openai`` (its ``_process_response_data`` and ``_make_sse_decoder``
-hooks and its ``ServerSentEvent`` class), used here and nowhere else;
-``tests/test_provider_fast_path.py`` pins them, so an ``openai`` release that moves them fails
-loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
+A chunk the fast decoder cannot read (a provider's ``finish_reason: "eos"``, a ``null`` where a
+string belongs, an event type ``openai`` does not know…) is built by the stock code, for that
+chunk only: the reply never fails for it. The SSE framing is split by a lean decoder for
+``event:`` / ``data:`` / comment lines (LF or CRLF) and handed to the stock decoder at the first
+``id:``, ``retry:`` or lone CR.
+
+These are internals of ``openai`` (the client's ``_process_response_data`` and
+``_make_sse_decoder`` hooks, ``ServerSentEvent``, ``construct_type``), used here and nowhere
+else; ``tests/test_provider_fast_path.py`` pins them, so an ``openai`` release that moves them
+fails loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
 """
 
 from __future__ import annotations
