@@ -231,7 +231,7 @@ class FakeOpenAI:
                     if reply.delay_s:
                         await asyncio.wait([hung_up], timeout=reply.delay_s)
                     if reply.interval_s and (wait := started + deltas * reply.interval_s - time.monotonic()) > 0:
-                        await asyncio.wait([hung_up], timeout=wait)
+                        await asyncio.sleep(wait)  # short: a hang-up is seen at the next frame
                     deltas += 1
                 if hung_up.done():
                     record.disconnected.set()
