@@ -43,7 +43,8 @@ from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger(__name__)
 
-Decode = Callable[[dict], Any]
+# A chunk from its JSON text (RawJSON) or parsed object (dict, from the stock SSE decoder).
+Decode = Callable[["RawJSON | dict"], Any]
 
 
 def _chat_chunk_decoder() -> Decode:
