@@ -1,20 +1,21 @@
 """The provider path: a real-model reply through the ``openai`` client, stock and fast decoding.
 
-    .venv/bin/python -m bench.provider_path [--api both] [--deltas 300] [--concurrency 10] [--rounds 3]
-                                            [--paced 50,100,150,200,300] [--json]
+    .venv/bin/python -m bench.provider_path [--api both|chat_completions|responses|none] [--deltas 300]
+        [--concurrency 10] [--rounds 6] [--paced 25,50,100,150,200,300] [--json]
 
 A local fake provider (``bench.fake_provider``: the tests' fake OpenAI server, a process of its
 own) streams every request a text reply of ``--deltas`` pieces. For each wire API, in one run:
 
-- **SDK alone**: ``Runner.run_streamed`` with the SDK's own model class on the stock ``openai``
-  client, no server (in this process; ``time.process_time``), then the same on the fast client;
+- **SDK alone**: ``Runner.run_streamed`` with the SDK's own model class, on the stock ``openai``
+  client and on the fast one, no server (in this process; ``time.process_time``);
 - **server, stock** (``PROVIDER_FAST_PATH=0``) and **server, fast**: ``chat-server serve`` (one
   worker, SQLite), ``chat/stream`` over SSE, server CPU from ``/proc``;
 
-each ``--concurrency`` replies at once, ``--rounds`` times, after one warm-up round, the four
-in turn round by round: CPU µs per text delta, the median of the rounds. Then **paced capacity** on the server (fast path, and stock): N replies started
-within one second through a fake provider pacing 50 deltas/s; the largest N whose replies reach
-≥ 95 % of 50 events/s with a gap p99 under 50 ms. The fake provider runs on the same 2 cores.
+each ``--concurrency`` replies at once, ``--rounds`` times after a warm-up round, the paths in
+turn round by round: CPU µs per text delta, the median round. Then **paced capacity** on the
+server (fast path, then stock): N replies started within one second through a fake provider
+pacing 50 deltas/s; the largest N whose replies reach ≥ 95 % of 50 deltas/s with a gap p99
+under 50 ms and no errors. The fake provider runs on the same 2 cores.
 """
 
 from __future__ import annotations
