@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             model_config = ModelConfig(
                 api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
                 api=settings.openai_api, timeout_s=settings.model_timeout_s,
-                offline_token_delay_ms=settings.offline_token_delay_ms,
+                offline_token_delay_ms=settings.offline_token_delay_ms, fast_path=settings.provider_fast_path,
             )
             model, model_settings, provider = build_model(model_config)
             stack.push_async_callback(close_model, model)

@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chat_model: str | None = None
     openai_api: Literal["responses", "chat_completions"] | None = None
     openai_agents_tracing: bool = False
+    provider_fast_path: bool = True  # decode a provider's streamed chunks the fast way (0: the openai client's own)
     # Tools that wait for the user's yes: a comma list of tool names, "all" or "none".
     tool_approval: str = "delete_task"
     model_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0

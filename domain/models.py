@@ -18,6 +18,7 @@ from openai import AsyncOpenAI
 
 from domain.offline_model import MODEL_NAME as OFFLINE_MODEL_NAME
 from domain.offline_model import OfflineModel
+from domain.openai_stream_decoding import make_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
@@ -29,6 +30,9 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True):
     api: Literal["responses", "chat_completions"] | None = None
     timeout_s: float = 60.0
     offline_token_delay_ms: float = 20.0
+    # Decode the provider's streamed chunks with pydantic's compiled validator (see
+    # domain/openai_stream_decoding.py); False: the openai client's stock decoding.
+    fast_path: bool = True
 
 
 class ModelProvider(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,8 +55,9 @@ def build_model(config: ModelConfig) -> tuple[Model, ModelSettings, ModelProvide
     model_name = config.model or DEFAULT_OPENAI_MODEL
     # Retries would hide a failing provider behind long waits; the client sees an error
     # event at once and can retry itself.
-    client = AsyncOpenAI(
-        api_key=config.api_key or "not-needed", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+    client = make_client(
+        config.fast_path,
+        api_key=config.api_key or "not-needed", base_url=config.base_url, timeout=config.timeout_s, max_retries=0,
     )
     provider = ModelProvider(name=name, model_name=model_name, api=api, base_url=public_url(config.base_url))
     if api == "chat_completions":

@@ -67,6 +67,12 @@ class Reply:
     break_after: int | None = None
     stall_after: int | None = None
     delay_s: float = 0.0  # pause before each delta
+    interval_s: float = 0.0  # deltas due this far apart on the fake's own clock, as a provider paces tokens
+    recorded: bytes | None = None  # a recorded stream's body, sent as it is, one SSE event per write
+
+    @classmethod
+    def replay(cls, body: bytes, **options: Any) -> Reply:
+        return cls(recorded=body, **options)
 
     @classmethod
     def say(cls, *pieces: str, **options: Any) -> Reply:
@@ -184,7 +190,9 @@ class FakeOpenAI:
     async def _answer(self, record: Received, reply: Reply, receive: Any, send: Any) -> None:
         model = record.body.get("model", "")
         reply = replace(reply, tool_calls=tuple(call.with_id() for call in reply.tool_calls))
-        if record.path.endswith("/chat/completions"):
+        if reply.recorded is not None:
+            frames = _recorded_frames(reply.recorded)
+        elif record.path.endswith("/chat/completions"):
             include_usage = bool((record.body.get("stream_options") or {}).get("include_usage"))
             frames = _chat_frames(reply, model, include_usage)
         elif record.path.endswith("/responses"):
@@ -212,7 +220,7 @@ class FakeOpenAI:
                 "type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
             })
-            deltas = 0
+            deltas, started = 0, time.monotonic()
             for is_delta, frame in frames:
                 if is_delta:
                     if reply.break_after is not None and deltas >= reply.break_after:
@@ -222,6 +230,8 @@ class FakeOpenAI:
                         return
                     if reply.delay_s:
                         await asyncio.wait([hung_up], timeout=reply.delay_s)
+                    if reply.interval_s and (wait := started + deltas * reply.interval_s - time.monotonic()) > 0:
+                        await asyncio.sleep(wait)  # short: a hang-up is seen at the next frame
                     deltas += 1
                 if hung_up.done():
                     record.disconnected.set()
@@ -256,6 +266,14 @@ async def _json(send: Any, status: int, body: dict, headers: list[tuple[bytes, b
 def _sse(payload: dict, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _recorded_frames(body: bytes) -> list[tuple[bool, bytes]]:
+    """A recorded body cut after each blank line (LF or CRLF), so each event is its own write."""
+    separator = b"\r\n\r\n" if b"\r\n\r\n" in body else b"\n\n"
+    pieces = body.split(separator)
+    frames = [piece + separator for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    return [(True, frame) for frame in frames]
 
 
 # -- Chat Completions ------------------------------------------------------------------

@@ -1,0 +1,303 @@
+"""Cheaper decoding of the ``openai`` client's streamed chunks: the same typed objects, built faster.
+
+The stock client parses every Server-Sent Event of a stream with ``json.loads`` and turns it
+into its type with ``openai._models.construct_type``, a Python walk over the type's annotations:
+≈ 100-160 µs per Chat Completions chunk here, most of a provider reply's CPU. For the two stream
+types the agents SDK reads, this module builds the same objects with pydantic's compiled
+validator, straight from the event's JSON text:
+
+- ``ChatCompletionChunk`` (stock: ``construct``, no coercion) by *strict* validation, which
+  coerces nothing either: it yields the stock object or fails;
+- a Responses ``ResponseStreamEvent`` (stock: lax validation against the ~50-member union, then
+  ``construct`` of the member its ``type`` names) by lax validation against that member alone,
+  then the same ``construct``.
+
+A chunk the fast decoder cannot read (a provider's ``finish_reason: "eos"``, a ``null`` where a
+string belongs, an event type ``openai`` does not know…) is built by the stock code, for that
+chunk only: the reply never fails for it. The SSE framing is split by a lean decoder for
+``event:`` / ``data:`` / comment lines (LF or CRLF) and handed to the stock decoder at the first
+``id:``, ``retry:`` or lone CR.
+
+These are internals of ``openai`` (the client's ``_process_response_data`` and
+``_make_sse_decoder`` hooks, ``ServerSentEvent``, ``construct_type``), used here and nowhere
+else; ``tests/test_provider_fast_path.py`` pins them, so an ``openai`` release that moves them
+fails loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Literal, get_args, get_origin
+
+import httpx2
+import msgspec
+from openai import AsyncOpenAI
+from openai._models import construct_type
+from openai._streaming import ServerSentEvent, SSEDecoder
+from openai.types.chat import ChatCompletionChunk
+from openai.types.responses import ResponseStreamEvent
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger(__name__)
+
+# A chunk from its JSON text (RawJSON) or parsed object (dict, from the stock SSE decoder).
+Decode = Callable[["RawJSON | dict"], Any]
+
+
+def _chat_chunk_decoder() -> Decode:
+    # The stock client builds a chunk with ``construct`` (no coercion); strict validation
+    # coerces nothing either, so what it accepts comes out the same.
+    validator = ChatCompletionChunk.__pydantic_validator__
+
+    def decode(data: RawJSON | dict) -> Any:
+        if type(data) is RawJSON:
+            chunk = validator.validate_json(data.text, strict=True)
+        else:
+            chunk = validator.validate_python(data, strict=True)
+        _as_constructed(chunk)
+        return chunk
+
+    return decode
+
+
+def _as_constructed(model: BaseModel) -> None:
+    """Make a validated model's ``model_fields_set`` what ``construct_type`` gives.
+
+    ``construct_type`` constructs a model reached by a plain model or list-of-models field
+    (the chunk, its choices, their deltas), leaving a provider's extra keys (``reasoning_content``,
+    ``stop_reason``…) out of the set fields; one under a union (``Optional[CompletionUsage]``)
+    it validates, as here, extras included. So: unset the extras down the constructed fields only.
+    """
+    extra = model.__pydantic_extra__
+    if extra:
+        model.__pydantic_fields_set__.difference_update(extra)
+    for name, is_list in _constructed_fields(type(model)):
+        value = model.__dict__[name]
+        if is_list and type(value) is list:
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _as_constructed(item)
+        elif isinstance(value, BaseModel):
+            _as_constructed(value)
+
+
+@functools.cache
+def _constructed_fields(cls: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """The fields of ``cls`` that ``construct_type`` fills by constructing: (name, is a list)."""
+    found = []
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) is list and (args := get_args(annotation)):
+            annotation, is_list = args[0], True
+        else:
+            is_list = False
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.append((name, is_list))
+    return tuple(found)
+
+
+def responses_event_types() -> dict[str, type[BaseModel]]:
+    """Every member of the ``ResponseStreamEvent`` union, by the value of its ``type`` field."""
+    union = get_args(ResponseStreamEvent)[0]  # Annotated[Union[...], PropertyInfo(discriminator="type")]
+    by_type: dict[str, type[BaseModel]] = {}
+    for member in get_args(union):
+        annotation = member.model_fields["type"].annotation
+        if get_origin(annotation) is Literal:
+            for value in get_args(annotation):
+                by_type[value] = member
+    return by_type
+
+
+class _Kind(msgspec.Struct):
+    type: str
+
+
+def _responses_event_decoder() -> Decode:
+    # The stock client validates an event against the whole union (lax), trying its ~50 members
+    # (≈ 80 µs), and when that fails constructs the member its "type" names. Only that member can
+    # match (each has its own "type" literal: the pinning test checks), so validating against it
+    # alone gives the same object, and constructing it when that fails too is the stock fallback.
+    members = responses_event_types()
+    validators = {name: cls.__pydantic_validator__ for name, cls in members.items()}
+    read_kind = msgspec.json.Decoder(_Kind).decode
+
+    def decode(data: RawJSON | dict) -> Any:
+        raw = type(data) is RawJSON
+        kind = read_kind(data.text).type if raw else data["type"]
+        try:
+            if raw:
+                return validators[kind].validate_json(data.text)
+            return validators[kind].validate_python(data)
+        except ValidationError:
+            return construct_type(type_=members[kind], value=data.parsed() if raw else data)
+
+    return decode
+
+
+# Keyed by identity: ``ResponseStreamEvent`` is an ``Annotated`` union, slow to hash.
+_DECODERS: dict[int, Decode] = {
+    id(ChatCompletionChunk): _chat_chunk_decoder(),
+    id(ResponseStreamEvent): _responses_event_decoder(),
+}
+
+
+def fast_decoder(cast_to: Any) -> Decode | None:
+    """The fast decoder of a stream's chunk type, if it has one. It raises on what it cannot read."""
+    return _DECODERS.get(id(cast_to))
+
+
+class FastDecodingAsyncOpenAI(AsyncOpenAI):
+    """``AsyncOpenAI`` whose streamed chunks are decoded by the fast path, stock otherwise."""
+
+    def _process_response_data(self, *, data: object, cast_to: Any, response: httpx2.Response) -> Any:
+        decode = _DECODERS.get(id(cast_to))
+        if decode is not None and type(data) in (RawJSON, dict) and not self._strict_response_validation:
+            try:
+                return decode(data)
+            except Exception as exc:  # noqa: BLE001 - anything the fast path cannot read goes the stock way
+                log.debug("chunk decoded the stock way: %s", exc)
+        return super()._process_response_data(data=_parsed(data), cast_to=cast_to, response=response)
+
+    def _make_sse_decoder(self) -> LineFeedSSEDecoder:
+        return LineFeedSSEDecoder()
+
+
+class LineFeedSSEDecoder:
+    """Server-Sent Events of ``event:`` and ``data:`` lines (LF or CRLF), comments skipped.
+
+    Yields what ``openai``'s ``SSEDecoder`` yields, as :class:`JSONEvent` values. At the first
+    line it does not handle (an ``id:`` or ``retry:`` field, a lone CR, a field it does not
+    know) it hands the rest of the stream, from the start of the pending event, to
+    ``SSEDecoder``: both keep no state from one event to the next but ``id``, not seen before.
+    """
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+        # The async client never calls this; the stock decoder keeps the protocol complete.
+        return SSEDecoder().iter_bytes(iterator)
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        buffer, cr = b"", b""
+        async for chunk in iterator:
+            if cr or b"\r" in chunk:
+                chunk = cr + chunk
+                cr = b"\r" if chunk.endswith(b"\r") else b""  # its LF may be in the next chunk
+                chunk = chunk[: len(chunk) - len(cr)].replace(b"\r\n", b"\n")
+                if b"\r" in chunk:  # a lone CR ends a line too: the stock decoder's business
+                    async for sse in _stock_rest(buffer + chunk + cr, iterator):
+                        yield sse
+                    return
+            buffer += chunk
+            if b"\n\n" not in buffer:
+                continue
+            *blocks, buffer = buffer.split(b"\n\n")
+            for index, block in enumerate(blocks):
+                sse = _event(block)
+                if sse is _UNHANDLED:
+                    async for sse in _stock_rest(b"\n\n".join([*blocks[index:], buffer + cr]), iterator):
+                        yield sse
+                    return
+                if sse is not None:
+                    yield sse
+        # The rest is an event without its blank line (a CR left over ends one more line): the
+        # stock decoder decides what that is.
+        if (buffer + cr).strip(b"\n"):
+            async for sse in _stock_rest(buffer + cr, iterator):
+                yield sse
+
+
+class JSONEvent(ServerSentEvent):
+    """An event whose ``json()`` parses only when something reads it (see :class:`RawJSON`)."""
+
+    def json(self) -> Any:
+        data = self.data
+        if data.startswith("{"):
+            return RawJSON(data)
+        return json.loads(data)
+
+
+class RawJSON(Mapping):
+    """A JSON object's text, read as a mapping: parsed at the first read of a key.
+
+    The stream reads one key of every chunk, ``"error"`` (a provider error mid-stream), then
+    hands the chunk to ``_process_response_data``, which validates the text itself. The key is
+    answered without parsing when the text cannot hold it: no ``"error"`` in it, and no string
+    starting with an escape (which could spell it). Anything else parses the text, so the mapping
+    reads as ``json.loads`` of it would (invalid JSON raises the same error, at its first read).
+    """
+
+    __slots__ = ("_parsed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._parsed: dict | None = None
+
+    def parsed(self) -> dict:
+        if self._parsed is None:
+            self._parsed = json.loads(self.text)
+        return self._parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "error" and '"error"' not in self.text and '"\\u' not in self.text:
+            return default
+        return self.parsed().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.parsed()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parsed())
+
+    def __len__(self) -> int:
+        return len(self.parsed())
+
+
+def _parsed(data: object) -> object:
+    """What the stock code expects: ``json.loads`` of the event, also inside the envelope
+    ``{"data": …, "event": …}`` some streams (not the agents SDK's) are given."""
+    if type(data) is RawJSON:
+        return data.parsed()
+    if type(data) is dict and type(data.get("data")) is RawJSON:
+        return {**data, "data": data["data"].parsed()}
+    return data
+
+
+_UNHANDLED = ServerSentEvent()
+
+
+def _value(line: bytes, name_length: int) -> str:
+    value = line[name_length:]
+    return (value[1:] if value.startswith(b" ") else value).decode()
+
+
+def _event(block: bytes) -> ServerSentEvent | None:
+    """One event's lines; ``_UNHANDLED`` for any line the stock decoder must read."""
+    event = None
+    data: list[str] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(_value(line, 5))
+        elif line.startswith(b"event:"):
+            event = _value(line, 6)
+        elif line and not line.startswith(b":"):  # a comment line means nothing
+            return _UNHANDLED
+    if event is None and not data:
+        return None
+    return JSONEvent(event=event, data="\n".join(data))
+
+
+async def _stock_rest(head: bytes, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+    async def chunks() -> AsyncIterator[bytes]:
+        if head:
+            yield head
+        async for chunk in iterator:
+            yield chunk
+
+    async for sse in SSEDecoder().aiter_bytes(chunks()):
+        yield sse
+
+
+def make_client(fast_path: bool, **options: Any) -> AsyncOpenAI:
+    return FastDecodingAsyncOpenAI(**options) if fast_path else AsyncOpenAI(**options)
