@@ -41,7 +41,7 @@ from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
 from transports.feed import user_events
-from transports.rest import ChatController, ConversationController, TaskController, health
+from transports.rest import ChatController, ConversationController, TaskController, get_usage, health
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -80,6 +80,7 @@ def limits_of(settings: Settings) -> Limits:
         active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute,
         max_turns=settings.max_turns, max_run_duration_s=settings.max_run_duration_s,
         followers_per_user=settings.max_followers_per_user, send_timeout_s=settings.send_timeout_s,
+        tokens_per_day=settings.tokens_per_day,
     )
 
 
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
-            chat_socket, ai_sdk_socket, user_events,
+            chat_socket, ai_sdk_socket, user_events, get_usage,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],

@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_turns: Positive = 10
     max_active_runs_per_user: Positive = 4
     messages_per_minute: Positive = 30
+    tokens_per_day: Positive | None = None  # input + output tokens per user per UTC day; unset: no quota
     max_run_duration_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     run_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0

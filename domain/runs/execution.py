@@ -111,11 +111,11 @@ class Transcript:
                 transcript.returned(event.call_id, event.result)
         return transcript
 
-    def outcome(self, new: NewRun | RunRecord, run_id: str, status: DoneStatus, usage: Usage = Usage(),
+    def outcome(self, new: NewRun | RunRecord, run_id: str, user_id: str, status: DoneStatus, usage: Usage = Usage(),
                 error_code: str | None = None, pending: list[PendingCall] | None = None,
                 state: str | None = None) -> FinishedRun:
         return FinishedRun(
-            run_id=run_id, conversation_id=new.conversation_id, message_id=new.message_id, status=status,
+            run_id=run_id, user_id=user_id, conversation_id=new.conversation_id, message_id=new.message_id, status=status,
             text="".join(self.text), tools=self.finished_tools(status),
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, error_code=error_code,
             pending=pending or [], state=state,
@@ -354,7 +354,7 @@ class ActiveRun:
 
     def outcome(self) -> FinishedRun:
         status = self.status or "failed"
-        return self.transcript.outcome(self.new, self.id, status, self.usage,
+        return self.transcript.outcome(self.new, self.id, self.user_id, status, self.usage,
                                        self.error.code if self.error else None, self.pending, self._state)
 
     def reply(self) -> RunReply:

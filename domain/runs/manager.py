@@ -346,7 +346,7 @@ class RunManager:
             transcript = Transcript.of(map(events.decode, payloads))
             done = events.Done(run_id=record.id, seq=len(payloads) + 1, status="interrupted")
             await self.store.finish_run(
-                transcript.outcome(record, record.id, "interrupted"),
+                transcript.outcome(record, record.id, record.user_id, "interrupted"),
                 (record.id, len(payloads) + 1, [events.encode(done)]),
             )
             self.notices.committed(record.id, done.seq)
