@@ -7,7 +7,7 @@ in the domain, so every transport refuses the same input the same way.
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
 
@@ -27,12 +27,12 @@ MAX_USAGE_DAYS = 366  # one GET /usage reads at most a year of days
 
 def usage_day(at: datetime) -> date:
     """The day a token is counted on: days are UTC, the same for every user and instance."""
-    return at.astimezone(timezone.utc).date()
+    return at.astimezone(UTC).date()
 
 
 def next_day(at: datetime) -> datetime:
     """The next UTC midnight after ``at``: when a day's quota starts afresh."""
-    return datetime.combine(usage_day(at) + timedelta(days=1), time(), tzinfo=timezone.utc)
+    return datetime.combine(usage_day(at) + timedelta(days=1), time(), tzinfo=UTC)
 
 
 def check_usage_days(first: date, last: date) -> None:
