@@ -74,8 +74,10 @@ def _redact_url(span: Span, scope: dict[str, Any]) -> None:
     """The instrumentation records the query string; a WebSocket may carry ``?token=`` there."""
     query = scope.get("query_string") or b""
     if span.is_recording() and query:
-        target = f"{scope.get('path', '')}?{redact(query.decode('latin-1'))}"
+        redacted = redact(query.decode("latin-1"))
+        target = f"{scope.get('path', '')}?{redacted}"
         span.set_attribute("http.target", target)
+        span.set_attribute("url.query", redacted)  # the newer conventions' name (OTEL_SEMCONV_STABILITY_OPT_IN)
         server = scope.get("server") or ("", None)
         scheme = scope.get("scheme", "http")
         span.set_attribute("http.url", f"{scheme}://{server[0]}{f':{server[1]}' if server[1] else ''}{target}")
