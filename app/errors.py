@@ -16,6 +16,7 @@ HTTP_STATUS = {
     "run_active": 409,
     "run_finished": 409,
     "limit_exceeded": 429,
+    "quota_exceeded": 429,
     "invalid_input": 400,
     "shutting_down": 503,
 }

@@ -36,12 +36,19 @@ from domain.errors import ChatError
 from domain.limits import Limits
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.runs import RunManager, RunSettings
+from domain.runs.tracing import NO_TRACER
 from transports.ag_ui import AGUIController
 from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
 from transports.feed import user_events
-from transports.rest import ChatController, ConversationController, TaskController, health
+from transports.rest import (
+    ChatController,
+    ConversationController,
+    TaskController,
+    get_usage,
+    health,
+)
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -80,6 +87,7 @@ def limits_of(settings: Settings) -> Limits:
         active_runs_per_user=settings.max_active_runs_per_user, messages_per_minute=settings.messages_per_minute,
         max_turns=settings.max_turns, max_run_duration_s=settings.max_run_duration_s,
         followers_per_user=settings.max_followers_per_user, send_timeout_s=settings.send_timeout_s,
+        tokens_per_day=settings.tokens_per_day,
     )
 
 
@@ -87,6 +95,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     limits = limits_of(settings)
     redact_server_logs()
+    tracing = None
+    if endpoint := settings.traces_endpoint:
+        # The SDK and its exporter load only when traces are wanted.
+        from app.tracing import Tracing
+
+        tracing = Tracing(settings, endpoint)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -107,9 +121,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 broker = ChannelsBroker(await stack.enter_async_context(channels))
             metrics = ChatMetrics(model=provider.model_name)
             await stack.enter_async_context(metrics.flushing())
+            if tracing is not None:
+                tracing.shutting_down(stack)
             runs = RunManager(
                 db, run_store(db), todo_agent(model, model_settings, ApprovalPolicy.parse(settings.tool_approval)),
                 limits, run_settings(settings), broker, observer=metrics,
+                tracer=tracing.run_tracer(provider) if tracing else NO_TRACER,
             )
             await runs.open()
             stack.push_async_callback(runs.close)
@@ -132,7 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
-            chat_socket, ai_sdk_socket, user_events,
+            chat_socket, ai_sdk_socket, user_events, get_usage,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],
@@ -163,9 +180,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             **{kind: database_unreachable_response for kind in UNREACHABLE},
             HTTP_500_INTERNAL_SERVER_ERROR: internal_error_response,
         },
-        middleware=[RequestIdMiddleware, HTTP.middleware],
+        middleware=[RequestIdMiddleware, HTTP.middleware, *([tracing.middleware] if tracing else [])],
         logging_config=logging_config(settings.log_level, settings.log_format),
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),
+        plugins=[tracing.plugin] if tracing else [],
     )

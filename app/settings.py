@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_turns: Positive = 10
     max_active_runs_per_user: Positive = 4
     messages_per_minute: Positive = 30
+    tokens_per_day: Positive | None = None  # input + output tokens per user per UTC day; unset: no quota
     max_run_duration_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     run_lease_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     sse_ping_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
@@ -58,10 +59,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
     public_url: str = "http://127.0.0.1:8000"
     metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
+    # OpenTelemetry traces (OTLP/HTTP): off unless an endpoint is set. The SDK reads the other
+    # OTEL_* variables (OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES…) itself.
+    otel_exporter_otlp_endpoint: str | None = None  # spans go to <endpoint>/v1/traces
+    otel_exporter_otlp_traces_endpoint: str | None = None  # the full URL for spans, when set
+    otel_service_name: str = "chat-server"
+    otel_capture_content: bool = False  # 1: messages, tool arguments and results go into spans
 
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir) / 'chat.sqlite3'}"
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where OpenTelemetry spans go, as the SDK would read the variables; None: tracing is off."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
 
     @property
     def dev_mode(self) -> bool:

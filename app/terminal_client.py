@@ -9,12 +9,14 @@ program; Ctrl-D quits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import quote
@@ -229,6 +231,21 @@ class WebSocketTransport:
             await self.socket.close()
 
 
+async def today_usage(url: str, user: str, token: str) -> str:
+    """``GET /usage`` in one line: today's tokens, and what the quota leaves of them."""
+    try:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            response = await http.get(f"{url}/api/{quote(user, safe='')}/usage",
+                                      headers={"Authorization": f"Bearer {token}"})
+    except httpx.TransportError as exc:
+        raise ClientError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+    if response.is_error:
+        raise _http_error(response)
+    usage = response.json()
+    line = f"Tokens today (UTC): {usage['input_tokens']} in, {usage['output_tokens']} out"
+    return line if usage["tokens_left_today"] is None else f"{line}; {usage['tokens_left_today']} left"
+
+
 # ---- printing ---------------------------------------------------------------------------------
 
 
@@ -286,8 +303,10 @@ class ChatSession:
     """Reads lines, sends each as a message of one conversation, prints the reply; SIGINT
     during a reply cancels that reply."""
 
-    def __init__(self, transport: Transport, printer: Printer, prompt: str = ""):
+    def __init__(self, transport: Transport, printer: Printer, prompt: str = "",
+                 usage: Callable[[], Awaitable[str]] | None = None):
         self.transport = transport
+        self.usage = usage  # what ``/usage`` prints
         self.printer = printer
         self.prompt = prompt
         self.conversation_id: str | None = None
@@ -314,7 +333,10 @@ class ChatSession:
                 if not line.strip():
                     continue
                 try:
-                    await self.reply(line.strip())
+                    if line.strip() == "/usage" and self.usage is not None:
+                        self.printer.line(await self.usage())
+                    else:
+                        await self.reply(line.strip())
                 except ClientError as exc:
                     self.printer.error(f"chat: {exc}")
                     if exc.fatal:
@@ -394,13 +416,16 @@ async def chat(url: str, user: str, token: str, transport_name: str) -> int:
     interactive = sys.stdin.isatty()
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     printer = Printer(sys.stdout, color)
+    usage = partial(today_usage, url.rstrip("/"), user, token)
     if interactive:
         printer.line(f"{user} at {url} over {'WebSocket' if make is WebSocketTransport else 'SSE'}. "
-                     "Ctrl-C stops a reply, Ctrl-D quits.")
+                     "Ctrl-C stops a reply, Ctrl-D quits, /usage shows today's tokens.")
+        with contextlib.suppress(ClientError):  # the first reply will say what is wrong
+            printer.line(await usage())
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     threading.Thread(target=_read_lines, args=(loop, lines, sys.stdin), daemon=True, name="stdin").start()
-    return await ChatSession(transport, printer, prompt="› " if interactive else "").run(lines)
+    return await ChatSession(transport, printer, prompt="› " if interactive else "", usage=usage).run(lines)
 
 
 def main(url: str | None, user: str | None, transport: str, token: str | None) -> int:

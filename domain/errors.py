@@ -61,6 +61,13 @@ class LimitExceeded(ChatError):
     allow_retry = True
 
 
+class QuotaExceeded(ChatError):
+    """The user's tokens for the day (UTC) are spent: a new message waits for the next day."""
+
+    code = "quota_exceeded"
+    allow_retry = True
+
+
 class DatabaseUnavailable(ChatError):
     """The database cannot be reached: nothing was changed; the same request can succeed later."""
 

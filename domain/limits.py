@@ -7,12 +7,12 @@ in the domain, so every transport refuses the same input the same way.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
 
 from domain import text
-from domain.errors import InvalidInput, LimitExceeded
+from domain.errors import InvalidInput, LimitExceeded, QuotaExceeded
 
 PER_MINUTE = timedelta(minutes=1)
 # Column sizes (domain/tables.py): checked here, so SQLite, which would keep longer values,
@@ -22,6 +22,24 @@ MAX_CONVERSATION_TITLE_CHARS = 200
 MAX_TASK_TITLE_CHARS = 500
 MAX_CLIENT_ID_CHARS = 64  # ids a client chooses: a send's, a chat's
 MAX_SEQ = 2**31 - 1  # run_event.seq is a 32-bit integer on PostgreSQL
+MAX_USAGE_DAYS = 366  # one GET /usage reads at most a year of days
+
+
+def usage_day(at: datetime) -> date:
+    """The day a token is counted on: days are UTC, the same for every user and instance."""
+    return at.astimezone(UTC).date()
+
+
+def next_day(at: datetime) -> datetime:
+    """The next UTC midnight after ``at``: when a day's quota starts afresh."""
+    return datetime.combine(usage_day(at) + timedelta(days=1), time(), tzinfo=UTC)
+
+
+def check_usage_days(first: date, last: date) -> None:
+    if first > last:
+        raise InvalidInput("'from' is after 'to'.", field="from")
+    if (last - first).days + 1 > MAX_USAGE_DAYS:
+        raise InvalidInput(f"A usage range covers at most {MAX_USAGE_DAYS} days.", field="from")
 
 
 def check_text(value: str, field: str, what: str, max_chars: int | None = None) -> str:
@@ -58,6 +76,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     send_timeout_s: float = 30.0  # a client that takes no bytes for this long is dropped
     conversations_page: int = 50  # a list's default size
     max_conversations_page: int = 200
+    tokens_per_day: int | None = None  # input + output tokens of one user per UTC day; None: no quota
     items_page: int = 20  # ChatKit's default page, as the reference server's
     max_items_page: int = 100
 
@@ -77,9 +96,18 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
     # -- how much a user runs ---------------------------------------------------------------
 
-    def check_runs(self, active: int, recent: int, oldest_recent: datetime | None, now: datetime) -> None:
+    def check_runs(self, active: int, recent: int, oldest_recent: datetime | None, now: datetime,
+                   tokens_today: int = 0) -> None:
         """``active`` running replies, ``recent`` started in the last minute, the oldest of
-        which started at ``oldest_recent``; counted by the store, in the same transaction."""
+        which started at ``oldest_recent``, ``tokens_today`` used by finished replies today;
+        counted by the store, in the same transaction."""
+        if self.tokens_per_day is not None and tokens_today >= self.tokens_per_day:
+            # Checked first: no wait shorter than the day's end would help.
+            raise QuotaExceeded(
+                f"You have used your {self.tokens_per_day} tokens for today; "
+                "new messages are accepted again after midnight UTC.",
+                retry_after_s=max(1, math.ceil((next_day(now) - now).total_seconds())),
+            )
         if active >= self.active_runs_per_user:
             raise LimitExceeded(
                 f"You already have {active} replies running (the limit is {self.active_runs_per_user}); "

@@ -5,7 +5,9 @@ from __future__ import annotations
 from piccolo.columns import (
     JSON,
     UUID,
+    BigInt,
     Boolean,
+    Date,
     ForeignKey,
     Integer,
     OnDelete,
@@ -23,6 +25,7 @@ TASK_TABLE = "task"
 RUN_TABLE = "run"
 RUN_EVENT_TABLE = "run_event"
 APPROVAL_TABLE = "approval"
+USAGE_TABLE = "daily_usage"
 
 
 # A column that leads a composite index (migration 2026-11-25T11) has no index of its own: the
@@ -113,4 +116,18 @@ class Approval(Table, tablename=APPROVAL_TABLE):
     decided_at = Timestamptz(null=True, default=None)
 
 
-TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent, Approval)
+class DailyUsage(Table, tablename=USAGE_TABLE):
+    """A user's tokens per UTC day, added to as each run finishes (unique ``(user_id, day)``).
+
+    Not summed from ``run``: runs go with a deleted conversation, and the quota check at every
+    start reads one row by its key instead of the day's runs."""
+
+    id = Serial(primary_key=True)
+    user_id = Varchar(length=128)  # leads the unique (user_id, day)
+    day = Date()
+    input_tokens = BigInt(default=0)
+    output_tokens = BigInt(default=0)
+    runs = Integer(default=0)
+
+
+TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent, Approval, DailyUsage)

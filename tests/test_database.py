@@ -92,12 +92,13 @@ def test_the_rate_limit_count_reads_only_the_users_last_minute(database_url):
         try:
             if database_url.startswith("sqlite"):
                 sql = "EXPLAIN QUERY PLAN " + sqlite_sql(LIMIT_COUNTS)
-                rows = db.reader.execute(sql, ("alice", "2026-01-01")).fetchall()
+                rows = db.reader.execute(sql, ("alice", "2026-01-01", "2026-01-01")).fetchall()
                 return " ".join(row["detail"] for row in rows)
-            rows = await Task.raw("SELECT indexname FROM pg_indexes WHERE tablename = 'run'")
+            rows = await Task.raw("SELECT indexname FROM pg_indexes WHERE tablename IN ('run', 'daily_usage')")
             return " ".join(row["indexname"] for row in rows)
         finally:
             await close_database(db)
 
     found = asyncio.run(plan())
     assert "run_user_id_created_at" in found and "run_user_id_status" in found
+    assert "daily_usage_user_day" in found  # the day's quota: one row by its key

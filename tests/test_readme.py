@@ -47,7 +47,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 11
+    assert len(SNIPPETS) == 12
 
 
 def test_curl_sse_snippet(server):
@@ -167,3 +167,9 @@ def test_approval_python_snippet_approves(server):
     output = run_snippet(*SNIPPETS[9], server).splitlines()
     assert output[0] == "awaiting_approval delete_task {'title': 'water the ferns'}"
     assert "Deleted" in output[1] and output[1].endswith("(completed)")
+
+
+def test_usage_curl_snippet(server):
+    usage = msgspec.json.decode(run_snippet(*SNIPPETS[11], server))
+    assert set(usage) == {"from", "to", "input_tokens", "output_tokens", "days", "tokens_per_day", "tokens_left_today"}
+    assert usage["from"] == usage["to"] and len(usage["days"]) == 1

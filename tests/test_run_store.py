@@ -34,8 +34,8 @@ def text_events(run_id: str, first: int, *contents: str) -> list[bytes]:
     return [events.encode(events.Text(run_id=run_id, seq=first + n, content=c)) for n, c in enumerate(contents)]
 
 
-def finished(new, status="completed", text="", tools=()) -> FinishedRun:
-    return FinishedRun(run_id=new.run_id, conversation_id=new.conversation_id, message_id=new.message_id,
+def finished(new, status="completed", text="", tools=(), user_id="alice") -> FinishedRun:
+    return FinishedRun(run_id=new.run_id, user_id=user_id, conversation_id=new.conversation_id, message_id=new.message_id,
                        status=status, text=text, tools=list(tools), input_tokens=3, output_tokens=5)
 
 

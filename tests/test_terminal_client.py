@@ -140,6 +140,17 @@ def test_with_pipes_it_prints_the_reply_and_tool_lines_without_colour_and_exits_
     assert lines[-2:] == ["You have 1 task:", "1. [ ] buy milk"]
 
 
+def test_usage_prints_todays_tokens(server, terminal):
+    term = Terminal("--url", server.url, "--token", token_for("alice"), NO_COLOR="")
+    terminal.append(term)
+    term.expect(r"Tokens today \(UTC\): 0 in, 0 out")  # at start, in a terminal
+    term.type("add buy milk\n")
+    term.expect(r"task #1\)\.")
+    term.type("/usage\n")
+    term.expect(r"Tokens today \(UTC\): [1-9]\d* in, [1-9]\d* out")
+    assert run_statuses(server) == ["completed"]  # a command, not a message
+
+
 def test_without_a_token_it_signs_one_with_the_server_secret(server, tmp_path):
     def chat(**env: str) -> subprocess.CompletedProcess:
         return subprocess.run(

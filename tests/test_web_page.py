@@ -5,6 +5,7 @@ in the middle of a reply; "hello" gets a long one."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,3 +276,11 @@ def test_a_reply_started_in_one_tab_streams_in_the_other_and_both_stay_current(b
     finally:
         for tab in tabs:
             tab.context.close()
+
+
+def test_the_header_shows_todays_tokens_and_updates_after_a_reply(page, server):
+    sign_in(page, server)
+    expect(page.locator("#usage")).to_have_text("Tokens today: 0")
+    send(page, "add buy milk")
+    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+    expect(page.locator("#usage")).to_have_text(re.compile(r"^Tokens today: [1-9]\d*$"))

@@ -1,23 +1,26 @@
-"""JSON routes: the non-streaming chat, conversations, tasks, run cancel, health."""
+"""JSON routes: the non-streaming chat, conversations, tasks, run cancel, usage, health."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from piccolo.engine.base import Engine
 
-from domain import conversations, tasks
+from domain import conversations, tasks, usage
 from domain.conversations import ApprovalView, ConversationView, MessageView
 from domain.errors import AlreadyStarted
-from domain.limits import Limits
+from domain.limits import MAX_USAGE_DAYS, Limits
 from domain.models import ModelProvider
 from domain.runs import RunManager, RunReply
+from domain.runs.store import now
 from domain.tasks import TaskFilter, TaskView
+from domain.usage import UsageReport
 from transports.chat_body import ChatRequest
 from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS, ConflictException
 
@@ -112,6 +115,20 @@ class TaskController(Controller):
         if found is None:
             raise NotFoundException("No such task.")
         return found
+
+
+@get("/usage", summary="Tokens used per day (UTC): today, or a range of days", tags=["usage"],
+     description="Input and output tokens of the user's replies per UTC day, counted when each reply "
+     "ends. `from` and `to` (both `YYYY-MM-DD`, both included) default to today; a range covers at most "
+     f"{MAX_USAGE_DAYS} days. With `TOKENS_PER_DAY` set, `tokens_left_today` is what today's quota leaves.",
+     raises=[*AUTH_ERRORS, ValidationException])
+async def get_usage(
+    user: NamedDependency[str],
+    limits: NamedDependency[Limits],
+    first: Annotated[date | None, QueryParameter(name="from", description="First day, YYYY-MM-DD (UTC)")] = None,
+    last: Annotated[date | None, QueryParameter(name="to", description="Last day, YYYY-MM-DD (UTC)")] = None,
+) -> UsageReport:
+    return await usage.usage(user, first, last, limits.tokens_per_day, now())
 
 
 class Health(msgspec.Struct, frozen=True):

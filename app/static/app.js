@@ -523,6 +523,12 @@ async function loadTasks() {
   renderTasks(await api("GET", "/tasks"));
 }
 
+// "Tokens today: N" in the header; a refusal past TOKENS_PER_DAY arrives as any other error.
+async function loadUsage() {
+  const usage = await api("GET", "/usage");
+  document.getElementById("usage").textContent = `Tokens today: ${usage.input_tokens + usage.output_tokens}`;
+}
+
 function setConversation(id) {
   state.conversationId = id;
   store.set("conversation", id);
@@ -721,6 +727,7 @@ function finishReply(reply, status) {
   }
   loadConversations().catch(showError);
   loadTasks().catch(showError);
+  loadUsage().catch(showError);
 }
 
 // The server refused the message (limit, conflict, bad token): nothing was stored, so undo it.
@@ -829,7 +836,7 @@ async function signIn(token) {
   const saved = store.get("reply");
   const conversation = saved ? saved.conversationId : store.get("conversation");
   try {
-    await Promise.all([loadConversations(), loadTasks()]);
+    await Promise.all([loadConversations(), loadTasks(), loadUsage()]);
     if (conversation) await openConversation(conversation, saved);
   } catch (error) {
     showError(error);

@@ -31,6 +31,7 @@ from domain.runs.failures import classify
 from domain.runs.log import RunLog
 from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.store import Continuation, FinishedRun, NewRun, RunRecord, now
+from domain.runs.tracing import NO_TRACER, RunStarted, RunTracer
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -111,11 +112,11 @@ class Transcript:
                 transcript.returned(event.call_id, event.result)
         return transcript
 
-    def outcome(self, new: NewRun | RunRecord, run_id: str, status: DoneStatus, usage: Usage = Usage(),
+    def outcome(self, new: NewRun | RunRecord, run_id: str, user_id: str, status: DoneStatus, usage: Usage = Usage(),
                 error_code: str | None = None, pending: list[PendingCall] | None = None,
                 state: str | None = None) -> FinishedRun:
         return FinishedRun(
-            run_id=run_id, conversation_id=new.conversation_id, message_id=new.message_id, status=status,
+            run_id=run_id, user_id=user_id, conversation_id=new.conversation_id, message_id=new.message_id, status=status,
             text="".join(self.text), tools=self.finished_tools(status),
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, error_code=error_code,
             pending=pending or [], state=state,
@@ -133,7 +134,7 @@ class ActiveRun:
     ``start`` was stored with the run."""
 
     def __init__(self, new: NewRun, user_id: str, on_event: Callable[[], None], observer: RunObserver = NO_OBSERVER,
-                 transport: Transport = "other", asked_at: float | None = None):
+                 transport: Transport = "other", asked_at: float | None = None, tracer: RunTracer = NO_TRACER):
         self.id = new.run_id
         self.user_id = user_id
         self.conversation_id = new.conversation_id
@@ -157,6 +158,7 @@ class ActiveRun:
         self._state: str | None = None  # the agent's state they resume from
         # Monitoring: waits are measured from when the start was asked for (time.perf_counter).
         self.observer = observer
+        self.tracer = tracer
         self.transport = transport
         self._asked_at = time.perf_counter() if asked_at is None else asked_at
         self._said_anything = False
@@ -251,6 +253,8 @@ class ActiveRun:
         """Run the agent to its end, a Stop or a failure; the ``done`` event to close the log with."""
         self._began = True
         log_context.enter_run(self.id, self.user_id)  # this task's log lines name the run and its user
+        trace = self.tracer.start(RunStarted(run_id=self.id, conversation_id=self.conversation_id, agent=agent.name,
+                                             transport=self.transport, continuation=resume is not None))
         result = None
         deadline = asyncio.timeout(limits.max_run_duration_s)
         try:
@@ -272,7 +276,7 @@ class ActiveRun:
                 else:
                     given = history
                 result = Runner.run_streamed(
-                    agent, given, context=context, max_turns=limits.max_turns,
+                    agent, given, context=context, max_turns=limits.max_turns, hooks=trace.hooks,
                     # Traces (when switched on) leave the machine: keep users' words out of them.
                     run_config=RunConfig(tracing_disabled=not tracing, trace_include_sensitive_data=False),
                 )
@@ -302,6 +306,8 @@ class ActiveRun:
                 u = result.context_wrapper.usage
                 self.usage = Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
         logger.info("run %s %s", self.id, self.status)
+        trace.end(self.status, self.error.code if self.error else None, self.usage.input_tokens,
+                  self.usage.output_tokens)
         for _, tool in self.transcript.tools.values():
             if tool.result is None:
                 self.observer.tool_returned(tool.name, "unfinished")
@@ -354,7 +360,7 @@ class ActiveRun:
 
     def outcome(self) -> FinishedRun:
         status = self.status or "failed"
-        return self.transcript.outcome(self.new, self.id, status, self.usage,
+        return self.transcript.outcome(self.new, self.id, self.user_id, status, self.usage,
                                        self.error.code if self.error else None, self.pending, self._state)
 
     def reply(self) -> RunReply:

@@ -29,6 +29,7 @@ from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.reading import OnLeave, Subscription, stored_batches
 from domain.runs.store import AlreadySent, Continuation, NewRun, RunRecord, RunStore
+from domain.runs.tracing import NO_TRACER, RunTracer
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class RunManager:
         settings: RunSettings = RunSettings(),
         broker: Broker | None = None,
         observer: RunObserver = NO_OBSERVER,
+        tracer: RunTracer = NO_TRACER,
     ):
         self.db = db  # the tools' database
         self.store = store
@@ -61,6 +63,7 @@ class RunManager:
         self.settings = settings
         self.broker = broker
         self.observer = observer  # monitoring (domain/runs/observer.py); runs and transports report to it
+        self.tracer = tracer  # traces of runs (domain/runs/tracing.py); off unless the app sets one
         self._active: dict[str, ActiveRun] = {}
         self._background: list[asyncio.Task[None]] = []
         self._unsaved = asyncio.Event()  # some active run has events the store has not
@@ -162,7 +165,7 @@ class RunManager:
 
     def _launch(self, new: NewRun, user_id: str, first_message: str | None = None, transport: Transport = "other",
                 asked_at: float | None = None, resume: Continuation | None = None) -> ActiveRun:
-        run = ActiveRun(new, user_id, self._unsaved.set, self.observer, transport, asked_at)
+        run = ActiveRun(new, user_id, self._unsaved.set, self.observer, transport, asked_at, self.tracer)
         self._active[run.id] = run
         if new.created_conversation:
             self.feed.tell(user_id, feed.ConversationCreated(conversation_id=new.conversation_id, title=new.title))
@@ -346,7 +349,7 @@ class RunManager:
             transcript = Transcript.of(map(events.decode, payloads))
             done = events.Done(run_id=record.id, seq=len(payloads) + 1, status="interrupted")
             await self.store.finish_run(
-                transcript.outcome(record, record.id, "interrupted"),
+                transcript.outcome(record, record.id, record.user_id, "interrupted"),
                 (record.id, len(payloads) + 1, [events.encode(done)]),
             )
             self.notices.committed(record.id, done.seq)

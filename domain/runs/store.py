@@ -25,13 +25,14 @@ from domain.approvals import SUPERSEDED, Decision, PendingCall, declined
 from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, parse_id
 from domain.errors import AlreadyDecided, DatabaseUnavailable, InvalidInput, NotFound, RunActive
 from domain.events import RunStatus
-from domain.limits import PER_MINUTE, Limits
+from domain.limits import PER_MINUTE, Limits, usage_day
 from domain.tables import (
     APPROVAL_TABLE,
     CONVERSATION_TABLE,
     MESSAGE_TABLE,
     RUN_EVENT_TABLE,
     RUN_TABLE,
+    USAGE_TABLE,
     Conversation,
     Run,
     RunEvent,
@@ -60,6 +61,7 @@ class NewRun(msgspec.Struct, frozen=True):
 
 class FinishedRun(msgspec.Struct, frozen=True):
     run_id: str
+    user_id: str
     conversation_id: str
     message_id: str
     status: RunStatus
@@ -170,7 +172,9 @@ def title_for(message: str) -> str:
 LIMIT_COUNTS = (
     f"SELECT (SELECT COUNT(*) FROM {RUN_TABLE} WHERE user_id = $1 AND status = 'running') AS active, "
     f"(SELECT COUNT(*) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS recent, "
-    f"(SELECT MIN(created_at) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS oldest"
+    f"(SELECT MIN(created_at) FROM {RUN_TABLE} WHERE user_id = $1 AND created_at > $2) AS oldest, "
+    # One row by its unique key: the day's quota costs a lookup, not a sum over the day's runs.
+    f"(SELECT input_tokens + output_tokens FROM {USAGE_TABLE} WHERE user_id = $1 AND day = $3) AS tokens"
 )
 _CONVERSATION_TITLE = f"SELECT title FROM {CONVERSATION_TABLE} WHERE id = $1 AND user_id = $2"
 _DELETE_CONVERSATION = f"DELETE FROM {CONVERSATION_TABLE} WHERE id = $1"
@@ -201,6 +205,12 @@ _INSERT_EVENT = f"INSERT INTO {RUN_EVENT_TABLE} (run, seq, payload) VALUES ($1, 
 _FINISH_RUN = (
     f"UPDATE {RUN_TABLE} SET status = $1, input_tokens = $2, output_tokens = $3, error_code = $4, "
     "finished_at = $5 WHERE id = $6"
+)
+_ADD_USAGE = (
+    # The same statement on both engines (SQLite >= 3.24, PostgreSQL >= 9.5).
+    f"INSERT INTO {USAGE_TABLE} (user_id, day, input_tokens, output_tokens, runs) VALUES ($1, $2, $3, $4, 1) "
+    f"ON CONFLICT (user_id, day) DO UPDATE SET input_tokens = {USAGE_TABLE}.input_tokens + excluded.input_tokens, "
+    f"output_tokens = {USAGE_TABLE}.output_tokens + excluded.output_tokens, runs = {USAGE_TABLE}.runs + 1"
 )
 _RUN_STATE = f"SELECT conversation, status, state FROM {RUN_TABLE} WHERE id = $1 AND user_id = $2"
 _INSERT_APPROVAL = (
@@ -315,10 +325,10 @@ class SQLRunStore:
                     raise AlreadySent(RunRecord(id=str(sent[0]), conversation_id=str(sent[1]), user_id=sent[2],
                                                 status=sent[3], message_id=sent[4]))
             # Counted in the database, inside the write, so the limits hold across instances.
-            active, recent, oldest = await self._fetch_row(
-                connection, LIMIT_COUNTS, user_id, started - PER_MINUTE
-            ) or (0, 0, None)
-            limits.check_runs(active, recent, oldest and self._timestamp(oldest), started)
+            active, recent, oldest, tokens = await self._fetch_row(
+                connection, LIMIT_COUNTS, user_id, started - PER_MINUTE, usage_day(started)
+            ) or (0, 0, None, None)
+            limits.check_runs(active, recent, oldest and self._timestamp(oldest), started, tokens or 0)
             if conversation_id is None:
                 key, title = uuid.uuid4(), title_for(message)
                 try:
@@ -383,10 +393,11 @@ class SQLRunStore:
             if waiting or status != "awaiting_approval" or state is None:
                 return Decided(None, waiting)
             # The last decision: the continuation starts now, as one more reply in the conversation.
-            active, recent, oldest = await self._fetch_row(
-                connection, LIMIT_COUNTS, user_id, decided - PER_MINUTE
-            ) or (0, 0, None)
-            limits.check_runs(active, 0, None, decided)
+            # It counts as a start: the reply limits and the day's quota hold for it too.
+            active, _, _, tokens = await self._fetch_row(
+                connection, LIMIT_COUNTS, user_id, decided - PER_MINUTE, usage_day(decided)
+            ) or (0, 0, None, None)
+            limits.check_runs(active, 0, None, decided, tokens or 0)
             conversation_key = conversation if isinstance(conversation, uuid.UUID) else uuid.UUID(str(conversation))
             new = await self._insert_run(connection, uuid.uuid4(), conversation_key, user_id, agent, decided, None)
             await self._execute(connection, _SET_STATE, None, run_key)  # used once
@@ -460,6 +471,9 @@ class SQLRunStore:
                 await self._executemany(connection, _INSERT_EVENT, [self._event_row(*unsaved)])
             await self._execute(connection, _FINISH_RUN, run.status, run.input_tokens, run.output_tokens,
                                 run.error_code, finished, uuid.UUID(run.run_id))
+            # Counted on the day the run finishes, with its outcome: never twice, never lost.
+            await self._execute(connection, _ADD_USAGE, run.user_id, usage_day(finished), run.input_tokens,
+                                run.output_tokens)
             if run.pending:
                 await self._executemany(connection, _INSERT_APPROVAL, [
                     (uuid.UUID(run.run_id), call.call_id, call.name, msgspec.json.encode(call.arguments).decode(),
