@@ -32,6 +32,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from domain import conversations
 from domain.runs.observer import RunObserver, Transport
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -78,6 +79,10 @@ class ChatMetrics(RunObserver):
                               registry=registry)
         self.store_commit = Histogram("chat_store_commit_seconds", "One write of run events to the database",
                                       buckets=QUICK_BUCKETS, registry=registry)
+        # Counted in the database at each scrape (decisions come from any instance, after any
+        # restart); under several workers the scraped one's count is the one shown.
+        self.approvals_pending = Gauge("chat_approvals_pending", "Tool calls waiting for the user's decision",
+                                       registry=registry, multiprocess_mode="mostrecent")
         # Counted in plain ints per batch and added to the counter at most once a second (and at
         # each scrape): a prometheus_client increment takes a lock, 1-3 µs.
         self._unflushed: dict[str, int] = {}
@@ -142,8 +147,9 @@ class ChatMetrics(RunObserver):
             if os.environ.get(MULTIPROCESS_DIR):
                 multiprocess.mark_process_dead(os.getpid())  # its gauges no longer count
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
         self.flush()
+        self.approvals_pending.set(await conversations.pending_approvals())
         if os.environ.get(MULTIPROCESS_DIR):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -167,10 +173,10 @@ def metrics_guard(token: str | None) -> list[Guard]:
 
 
 def metrics_route(token: str | None) -> HTTPRouteHandler:
-    @get("/metrics", include_in_schema=False, guards=metrics_guard(token), sync_to_thread=False)
-    def metrics(state: State) -> Response[bytes]:
+    @get("/metrics", include_in_schema=False, guards=metrics_guard(token))
+    async def metrics(state: State) -> Response[bytes]:
         """Prometheus text format."""
         # The classic text format (0.0.4) every Prometheus reads; Litestar adds the charset.
-        return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4")
+        return Response(await state.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     return metrics

@@ -290,6 +290,11 @@ class ApprovalView(msgspec.Struct, frozen=True, omit_defaults=True):
     decided_at: datetime | None = None
 
 
+async def pending_approvals() -> int:
+    """Tool calls, of every user, still waiting for a decision (a monitoring figure)."""
+    return await Approval.count().where(Approval.decision.is_null())
+
+
 async def list_approvals(conversation_id: str) -> list[ApprovalView]:
     """Every approval asked in the conversation, oldest first: decided or still waiting.
 

@@ -165,3 +165,16 @@ def test_every_worker_answers_with_the_sum_of_all_workers(tmp_path, postgres_ser
     for samples in scrapes:
         assert value(samples, "chat_runs_finished_total", transport="rest", status="completed") == 16
         assert value(samples, "chat_runs_active", transport="rest") == 0
+
+
+def test_approvals_pending_counts_the_calls_waiting_for_a_decision(client):
+    assert value(scrape(client), "chat_approvals_pending") == 0
+    client.post("/api/alice/chat/stream", json={"message": "add buy milk"}, headers=auth("alice"))
+    asked = sse_events(client.post("/api/alice/chat/stream", json={"message": "delete buy milk"},
+                                   headers=auth("alice")).text)
+    assert asked[-1]["status"] == "awaiting_approval"
+    assert value(scrape(client), "chat_approvals_pending") == 1
+    request = next(e for e in asked if e["type"] == "approval_request")
+    client.post(f"/api/alice/runs/{asked[0]['run_id']}/approvals", headers=auth("alice"),
+                json={"call_id": request["call_id"], "approve": False})
+    assert value(scrape(client), "chat_approvals_pending") == 0
