@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 from piccolo.engine.base import Engine
 
+from domain.errors import InvalidInput
 from domain.limits import check_task_title, check_text
 from domain.tables import Task
 
@@ -94,6 +95,8 @@ async def update_task(
     if _impossible(task_id):
         return None
     if title is not None:
+        if not title.strip():
+            raise InvalidInput("A task needs a title.", field="title")
         check_task_title(title)
     if description is not None:
         check_text(description, "description", "The description")
