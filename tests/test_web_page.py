@@ -85,14 +85,20 @@ def stored(server: LiveServer, sql: str) -> list[tuple]:
 def test_the_page_streams_a_reply_shows_the_tool_card_and_the_new_task(page, server):
     sign_in(page, server)
     assert "token" not in page.url  # the fragment is read, then removed from the address bar
-    assert page.evaluate("sessionStorage.getItem('chat.token')")
+    assert page.evaluate("localStorage.getItem('chat.token')")  # shared with the user's new tabs
 
     send(page, "add buy milk")
     reply = page.locator(".msg.assistant").last
     expect(reply).to_have_class("msg assistant streaming")  # seen while it is being written
-    expect(reply.locator(".tool .tool-name")).to_have_text("add_task")
-    expect(reply.locator(".tool .tool-args")).to_contain_text('"title":"buy milk"')
-    expect(reply.locator(".tool .tool-result")).to_contain_text('"added"')
+    # The call in words, one line; its details (in words too, no ids or timestamps) on demand.
+    card = reply.locator(".tool")
+    expect(card.locator(".tool-summary")).to_have_text("Added task “buy milk”")
+    expect(card.locator(".tool-details")).to_be_hidden()
+    card.locator(".tool-summary").click()
+    expect(card.locator(".tool-name")).to_have_text("add_task")
+    expect(card.locator(".tool-args dt")).to_have_text(["Task"])  # the empty description is left out
+    expect(card.locator(".tool-args dd")).to_have_text(["buy milk"])
+    expect(card.locator(".tool-result")).to_have_text("○ buy milk")
     expect(page.locator("#tasks li .title")).to_have_text(["buy milk"])
     expect(reply).to_have_attribute("data-status", "completed")
     expect(reply.locator(".bubble")).to_have_text("Added “buy milk” to your list (task #1).")
@@ -104,7 +110,7 @@ def test_the_page_streams_a_reply_shows_the_tool_card_and_the_new_task(page, ser
     page.locator("#new-chat").click()
     expect(page.locator(".msg")).to_have_count(0)
     page.locator("#conversations li .title").first.click()
-    expect(page.locator(".msg.assistant .tool .tool-name")).to_have_text("add_task")
+    expect(page.locator(".msg.assistant .tool .tool-summary")).to_have_text("Added task “buy milk”")
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
@@ -120,7 +126,7 @@ def test_stop_mid_reply_stops_the_run_and_shows_the_message_as_stopped(page, ser
     expect(reply).to_have_attribute("data-status", "cancelled")
     expect(reply.locator(".badge")).to_have_text("Stopped")
     expect(page.locator("#send")).to_be_visible()
-    shown = reply.locator(".bubble").inner_text()
+    shown = reply.locator(".bubble").evaluate("bubble => bubble.source")  # the markdown it rendered
     assert stored(server, "SELECT status FROM run") == [("cancelled",)]
     [(status, content)] = stored(server, "SELECT status, content FROM message WHERE role = 'assistant'")
     assert status == "cancelled"
@@ -144,7 +150,9 @@ def test_a_reload_mid_reply_reattaches_and_shows_the_rest(page, server, transpor
     expect(reply).to_have_attribute("data-status", "completed")
     [(content,)] = stored(server, "SELECT content FROM message WHERE role = 'assistant'")
     assert "delete one" in content
-    assert reply.locator(".bubble").inner_text() == content  # nothing lost, nothing twice
+    # Nothing lost, nothing twice: the markdown rendered is the stored reply, its list a list.
+    assert reply.locator(".bubble").evaluate("bubble => bubble.source") == content
+    expect(reply.locator(".bubble ul li")).to_have_count(5)
     assert stored(server, "SELECT status FROM run") == [("completed",)]
     assert page.evaluate("sessionStorage.getItem('chat.reply')") is None
 
@@ -266,6 +274,7 @@ def test_a_reply_started_in_one_tab_streams_in_the_other_and_both_stay_current(b
         expect(live.locator(".bubble")).to_contain_text("todo assistant")
         expect(live).to_have_attribute("data-status", "completed")
         assert live.locator(".bubble").inner_text() == one.locator(".msg.assistant").last.locator(".bubble").inner_text()
+        assert "add a task" in live.locator(".bubble").inner_text()
 
         send(one, "add call mom")  # the task list and the conversation list follow too
         expect(other.locator("#tasks li .title")).to_have_text(["buy milk", "call mom"])
