@@ -64,6 +64,23 @@ def test_health(client):
     assert health["model_provider"] == "offline"
 
 
+def test_tasks_are_numbered_per_user_as_the_assistant_lists_them(client):
+    for message in ("add one", "add two", "add three"):
+        client.post("/api/bob/chat", json={"message": message}, headers=auth("bob"))
+    client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice"))
+    reply = client.post("/api/alice/chat", json={"message": "add call mom"}, headers=auth("alice")).json()
+    assert reply["response"] == "Added “call mom” to your list (task #2)."  # not Bob's count
+    [milk, mom] = client.get("/api/alice/tasks", headers=auth("alice")).json()
+    assert (milk["number"], mom["number"]) == (1, 2)
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["number"] == 2
+
+    client.post("/api/alice/chat", json={"message": "complete 2"}, headers=auth("alice"))  # the number shown
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["completed"] is True
+    assert [t["number"] for t in client.get("/api/alice/tasks?status=completed", headers=auth("alice")).json()] == [2]
+    client.delete(f"/api/alice/tasks/{milk['id']}", headers=auth("alice"))
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["number"] == 1
+
+
 def test_a_task_is_completed_renamed_and_deleted_in_place_and_only_by_its_user(client, settings):
     client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice"))
     task = client.get("/api/alice/tasks", headers=auth("alice")).json()[0]

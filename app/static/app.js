@@ -331,22 +331,25 @@ function setConnection(status) {
 const messages = () => $("messages");
 
 // Follows the reply while the user stays at the bottom; once they scroll up to read, it stops
-// until they come back down (or send). Decided on the user's scrolling, not on the height the
-// last append left: a tall card used to look like "scrolled away" and stop the following.
-const follow = { on: true, setTo: 0 };
+// until they come back down (or send). Decided by what the user does (wheel, touch, keys,
+// scrollbar), not by the height the last append left: a tall card used to look like
+// "scrolled away", and a card changing size moves the scroll position by itself.
+const follow = { on: true, userAt: -Infinity };
 
 function scrollDown(force) {
   const box = messages();
   if (force) follow.on = true;
-  if (!follow.on) return;
-  box.scrollTop = box.scrollHeight;
-  follow.setTo = box.scrollTop;
+  if (follow.on) box.scrollTop = box.scrollHeight;
 }
 
 function onMessagesScroll() {
   const box = messages();
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  follow.on = atBottom || box.scrollTop >= follow.setTo - 2;
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 40) follow.on = true;
+  else if (performance.now() - follow.userAt < 1000) follow.on = false;
+}
+
+function onUserScrolls() {
+  follow.userAt = performance.now();
 }
 
 function clearMessages() {
@@ -670,7 +673,13 @@ function waiting(reply) {
 }
 
 // Re-rendering a list keeps the keyboard where it was: the focused control has a stable key.
+// A title being edited in place is not redrawn under the user's fingers: the redraw waits.
 function keepFocus(list, render) {
+  if (list.querySelector(".rename-input")) {
+    list.redraw = render;
+    return;
+  }
+  list.redraw = null;
   const key = list.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   render();
   if (key) {
@@ -684,18 +693,37 @@ function keyed(node, key) {
   return node;
 }
 
-// Two clicks delete: the first turns the button into "Delete?" for three seconds.
-function confirmThen(button, label, action) {
-  if (!button.classList.contains("confirm")) {
-    button.classList.add("confirm");
-    button.textContent = "Delete?";
-    setTimeout(() => {
-      button.classList.remove("confirm");
-      button.textContent = label;
-    }, 3000);
-    return;
-  }
-  action().catch(showError);
+// Two clicks delete: the first turns the button into "Delete?" for three seconds, a state kept
+// by key, so a list redrawn in between (the feed told a change) still asks.
+const confirming = new Set();
+
+function deleteButton(key, ariaLabel, action) {
+  const button = keyed(el("button", "delete", "✕"), key);
+  button.type = "button";
+  button.setAttribute("aria-label", ariaLabel);
+  const ask = (on) => {
+    button.classList.toggle("confirm", on);
+    button.textContent = on ? "Delete?" : "✕";
+  };
+  ask(confirming.has(key));
+  button.onclick = () => {
+    if (!confirming.has(key)) {
+      confirming.add(key);
+      ask(true);
+      setTimeout(() => {
+        confirming.delete(key);
+        const shown = document.querySelector(`[data-key="${CSS.escape(key)}"]`);
+        if (shown) {
+          shown.classList.remove("confirm");
+          shown.textContent = "✕";
+        }
+      }, 3000);
+      return;
+    }
+    confirming.delete(key);
+    action().catch(showError);
+  };
+  return button;
 }
 
 // A title edited in place: Enter saves, Escape (or leaving the field) puts it back.
@@ -715,7 +743,9 @@ function editInPlace(titleNode, current, label, focusKey, save) {
         showError(error);
       }
     }
+    const list = input.closest("ul, ol");
     if (input.isConnected) input.replaceWith(titleNode);
+    if (list && list.redraw) keepFocus(list, list.redraw);
     const back = document.querySelector(`[data-key="${CSS.escape(focusKey)}"]`);
     if (back) back.focus();
   };
@@ -755,10 +785,8 @@ function renderConversations(list) {
       title.textContent = newTitle;
       await loadConversations();
     });
-    const remove = keyed(el("button", "delete", "✕"), `delete-${conversation.id}`);
-    remove.type = "button";
-    remove.setAttribute("aria-label", `Delete ${quoted(name)}`);
-    remove.onclick = () => deleteConversation(conversation.id, remove);
+    const remove = deleteButton(`delete-${conversation.id}`, `Delete ${quoted(name)}`,
+      () => deleteConversation(conversation.id));
     item.append(title, rename, remove);
     return item;
   });
@@ -771,14 +799,14 @@ function markActiveConversation() {
   }
 }
 
-// Numbered by position, oldest first: the numbers the assistant's "list my tasks" uses, so
+// Numbered as the assistant numbers them (domain/tasks.py: `number`, 1 = oldest), so
 // "delete 2" means the task shown as 2 here. The database id is never shown.
 function renderTasks(list) {
-  const items = list.map((task, index) => {
+  const items = list.map((task) => {
     const url = `/tasks/${encodeURIComponent(task.id)}`;
     const item = el("li", task.completed ? "task done" : "task");
     item.dataset.id = task.id;
-    const number = el("span", "number", `${index + 1}.`);
+    const number = el("span", "number", `${task.number}.`);
     number.setAttribute("aria-hidden", "true");
     const check = keyed(el("input", "check"), `check-${task.id}`);
     check.type = "checkbox";
@@ -788,19 +816,16 @@ function renderTasks(list) {
       showError(error);
       loadTasks().catch(showError);
     });
-    const title = keyed(el("span", "title", task.title), `title-${task.id}`);
+    const title = keyed(el("span", "title", task.title), `title-task-${task.id}`);
     if (task.description) title.title = task.description;
-    const rename = keyed(el("button", "rename", "✎"), `rename-${task.id}`);
+    const rename = keyed(el("button", "rename", "✎"), `rename-task-${task.id}`);
     rename.type = "button";
     rename.setAttribute("aria-label", `Rename ${quoted(task.title)}`);
-    rename.onclick = () => editInPlace(title, task.title, "Task title", `rename-${task.id}`, async (newTitle) => {
+    rename.onclick = () => editInPlace(title, task.title, "Task title", `rename-task-${task.id}`, async (newTitle) => {
       await api("PATCH", url, { title: newTitle });
       await loadTasks();
     });
-    const remove = keyed(el("button", "delete", "✕"), `delete-${task.id}`);
-    remove.type = "button";
-    remove.setAttribute("aria-label", `Delete ${quoted(task.title)}`);
-    remove.onclick = () => confirmThen(remove, "✕", async () => {
+    const remove = deleteButton(`delete-task-${task.id}`, `Delete ${quoted(task.title)}`, async () => {
       await api("DELETE", url);
       await loadTasks();
     });
@@ -881,12 +906,10 @@ function newChat() {
   $("input").focus();
 }
 
-async function deleteConversation(id, button) {
-  confirmThen(button, "✕", async () => {
-    await api("DELETE", `/conversations/${encodeURIComponent(id)}`);
-    if (id === state.conversationId) newChat();
-    await loadConversations();
-  });
+async function deleteConversation(id) {
+  await api("DELETE", `/conversations/${encodeURIComponent(id)}`);
+  if (id === state.conversationId) newChat();
+  await loadConversations();
 }
 
 // Answer an earlier message of the shown conversation again (regenerate), or, with `edited`,
@@ -1322,6 +1345,9 @@ function main() {
     }
   });
   messages().addEventListener("scroll", onMessagesScroll, { passive: true });
+  for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+    messages().addEventListener(type, onUserScrolls, { passive: true });
+  }
   $("show-chats").addEventListener("click", () => togglePanel("chats"));
   $("show-tasks").addEventListener("click", () => togglePanel("tasks"));
   // Signed in or out in another tab: this one follows.
