@@ -408,6 +408,18 @@ def test_html_in_a_task_title_or_a_reply_is_shown_as_text_and_markdown_as_format
     expect(bubble.locator("b, script")).to_have_count(0)
     expect(bubble.locator("a")).not_to_have_attribute("href", re.compile("javascript", re.I))
 
+    # A filtered list keeps each task's number (the page's), its marks are text, not controls.
+    send(page, "complete 1")
+    expect(page.get_by_label(f"Done: {attack}")).to_be_checked()
+    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+    send(page, "show pending tasks")
+    listed = page.locator(".msg.assistant").last
+    expect(listed).to_have_attribute("data-status", "completed")
+    expect(listed.locator(".bubble ol li")).to_have_count(1)
+    expect(listed.locator(".bubble ol li")).to_have_attribute("value", "2")
+    expect(listed.locator(".bubble ol li")).to_contain_text("○ bold and <b>raw</b>")
+    expect(listed.locator(".bubble input")).to_have_count(0)
+
     page.reload()  # redrawn from the stored conversation: the same text, still inert
     expect(page.locator("body")).to_have_attribute("data-loaded", "true")
     expect(page.locator(".msg.assistant").first.locator(".bubble")).to_contain_text(attack)

@@ -394,10 +394,43 @@ const escapeHtml = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").r
 
 let markdownReady = false;
 
+// Markdown lets only a list starting at 1 interrupt a paragraph; a reply listing pending tasks
+// 2 and 5 right under "You have 2 pending tasks:" is a list too. Code blocks are left alone.
+function listsAfterText(source) {
+  const lines = source.split("\n");
+  const out = [];
+  let code = false;
+  for (const line of lines) {
+    if (/^\s*(```|~~~)/.test(line)) code = !code;
+    const previous = out[out.length - 1];
+    if (!code && /^\d+[.)]\s/.test(line) && previous && previous.trim() && !/^\s*(\d+[.)]|[-*+])\s/.test(previous)) {
+      out.push("");
+    }
+    out.push(line);
+  }
+  return out.join("\n");
+}
+
+const markdownRenderer = {
+  // HTML written by the model (or inside a task title it repeats) is shown as the text it is.
+  html: ({ text }) => escapeHtml(text),
+  // "[x]" items: the marks the task panel uses, not form controls.
+  checkbox: ({ checked }) => (checked ? "✓ " : "○ "),
+  // A numbered list keeps its numbers (a task's number, even in a filtered list).
+  list(token) {
+    if (!token.ordered) return false;
+    let body = "";
+    for (const item of token.items) {
+      const number = /^\s*(\d+)[.)]/.exec(item.raw);
+      body += this.listitem(item).replace(/^<li>/, number ? `<li value="${Number(number[1])}">` : "<li>");
+    }
+    return `<ol>\n${body}</ol>\n`;
+  },
+};
+
 function renderMarkdown(source) {
   if (!markdownReady) {
-    // HTML written by the model (or inside a task title it repeats) is shown as the text it is.
-    marked.use({ gfm: true, breaks: true, renderer: { html: ({ text }) => escapeHtml(text) } });
+    marked.use({ gfm: true, breaks: true, renderer: markdownRenderer });
     DOMPurify.addHook("afterSanitizeAttributes", (node) => {
       if (node.tagName === "A") {
         node.setAttribute("target", "_blank");
@@ -407,7 +440,7 @@ function renderMarkdown(source) {
     markdownReady = true;
   }
   // DOMPurify is the second wall: whatever marked lets through, nothing that runs survives.
-  return DOMPurify.sanitize(marked.parse(source, { async: false }), {
+  return DOMPurify.sanitize(marked.parse(listsAfterText(source), { async: false }), {
     FORBID_TAGS: ["img", "style", "form", "input", "button", "iframe"],
     FORBID_ATTR: ["style"],
   });
