@@ -68,6 +68,13 @@ def sign_in(page: Page, server: LiveServer, user: str = "alice") -> None:
     expect(page.locator("body")).to_have_attribute("data-loaded", "true")
 
 
+def paste_token(page: Page, user: str = "alice") -> None:
+    """Sign in on the sign-in screen: the token pasted, Enter pressed."""
+    page.locator("#token-input").fill(token_for(user))
+    page.locator("#token-input").press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+
+
 def choose_transport(page: Page, transport: str) -> None:
     page.locator(f"input[name=transport][value={transport}] + span").click()
     if transport == "ws":
@@ -358,7 +365,10 @@ def test_at_phone_width_the_page_is_one_column_with_the_composer_in_reach(browse
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     try:
-        sign_in(page, server)
+        page.goto(server.url)  # the sign-in screen fits too
+        expect(page.locator("#sign-in")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        paste_token(page)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, width
         for control in ("#sign-out", "#input", "#send", "#show-chats", "#show-tasks"):
@@ -372,9 +382,11 @@ def test_at_phone_width_the_page_is_one_column_with_the_composer_in_reach(browse
         page.locator("#show-tasks").click()
         expect(page.locator("#tasks li .title").last).to_have_text("buy milk")
         expect(page.locator("#composer")).to_be_hidden()  # the panel is over the chat, never under it
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # a long task title wraps
         page.locator("#show-tasks").click()
         expect(page.locator("#composer")).to_be_visible()
         page.locator("#show-chats").click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # a long title is cut with …
         page.locator("#conversations li .title").last.click()  # choosing one closes the panel
         expect(page.locator("#composer")).to_be_visible()
         expect(page.locator(".msg.assistant")).to_have_count(1)
@@ -453,9 +465,7 @@ def test_axe_finds_no_serious_violation_on_the_main_screens(browser, server):
             expect(page.locator("#sign-in")).to_be_visible()
             assert run_axe(page) == [], scheme
 
-            page.locator("#token-input").fill(token_for("alice"))
-            page.locator("#token-input").press("Enter")
-            expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+            paste_token(page)
             page.locator("#show-chats").click() if scheme == "phone" else None
             page.locator("#conversations li .title").first.click()
             send(page, "list my tasks")
