@@ -21,11 +21,11 @@ TaskFilter = Literal["all", "pending", "completed"]
 
 class TaskView(msgspec.Struct, frozen=True):
     id: int
-    number: int  # 1 = the user's oldest task
     title: str
     completed: bool
     created_at: datetime
     updated_at: datetime
+    number: int  # its place in the user's list: 1 = the oldest task
     description: str | None = None
 
 
