@@ -70,14 +70,20 @@ def _clean_title(text: str) -> str:
 
 
 def _target(text: str, last_list: list[dict] | None) -> dict[str, Any]:
-    """A task reference: a number from the last list shown, an id, or a title."""
+    """A task reference: a number as the last list showed it, else the task's number in the
+    user's list (what the page shows), or a title. Never a database id: users never see one."""
     cleaned = _clean_title(text)
     number = _NUMBER.match(cleaned)
     if number:
         n = int(number["n"])
-        if last_list and 1 <= n <= len(last_list):
-            return {"task_id": last_list[n - 1]["id"]}
-        return {"task_id": n}
+        if last_list:
+            if any("number" in task for task in last_list):
+                shown = [task for task in last_list if task.get("number") == n]
+                if shown:
+                    return {"task_id": shown[0]["id"]}
+            elif 1 <= n <= len(last_list):  # a list stored before tasks had numbers: by position
+                return {"task_id": last_list[n - 1]["id"]}
+        return {"number": n}
     return {"title": cleaned}
 
 
@@ -124,10 +130,15 @@ def _quote(title: str) -> str:
 
 def _task_line(n: int, task: dict) -> str:
     mark = "x" if task["completed"] else " "
-    line = f"{n}. [{mark}] {task['title']}"
+    line = f"{task.get('number', n)}. [{mark}] {task['title']}"
     if task.get("description"):
         line += f" — {task['description']}"
     return line
+
+
+def _number(task: dict) -> int:
+    """The task's number in the user's list; a result stored before tasks had one names the id."""
+    return task.get("number", task["id"])
 
 
 def reply(tool: str, arguments: dict[str, Any], output: str) -> str:
@@ -142,7 +153,7 @@ def reply(tool: str, arguments: dict[str, Any], output: str) -> str:
         return f"Sorry, I couldn't do that: {result['error']} Say \"list my tasks\" to see what's there."
     if "added" in result:
         task = result["added"]
-        text = f"Added {_quote(task['title'])} to your list (task #{task['id']})."
+        text = f"Added {_quote(task['title'])} to your list (task #{_number(task)})."
         if task.get("description"):
             text += f" Description: {task['description']}."
         return text
@@ -163,6 +174,6 @@ def reply(tool: str, arguments: dict[str, Any], output: str) -> str:
                 return f"Marked {_quote(task['title'])} as done. Nice work!"
             return f"Reopened {_quote(task['title'])}: it's pending again."
         if arguments.get("new_title"):
-            return f"Renamed task #{task['id']} to {_quote(task['title'])}."
+            return f"Renamed task #{_number(task)} to {_quote(task['title'])}."
         return f"Updated {_quote(task['title'])}."
     return "Done."

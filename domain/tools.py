@@ -34,8 +34,13 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def _not_found(task_id: int | None, title: str | None) -> str:
-    what = f"id {task_id}" if task_id is not None else f"title {title!r}"
+def _not_found(task_id: int | None, title: str | None, number: int | None = None) -> str:
+    if task_id is not None:
+        what = f"id {task_id}"
+    elif number is not None:
+        what = f"number {number}"
+    else:
+        what = f"title {title!r}"
     return _json({"error": f"No task matches {what}."})
 
 
@@ -80,6 +85,7 @@ async def complete_task(
     task_id: int | None = None,
     title: str | None = None,
     completed: bool = True,
+    number: int | None = None,
 ) -> str:
     """Mark a task as completed (or, with completed=false, as not completed again).
 
@@ -87,12 +93,13 @@ async def complete_task(
         task_id: The task's id, if known.
         title: The task's title, used when the id is not known.
         completed: True to complete the task, false to reopen it.
+        number: The task's number in the user's list (1 = oldest), as listed, when the id is not known.
     """
-    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    found = await tasks.find_task(ctx.context.user_id, task_id, title, number)
     if found is None:
-        return _not_found(task_id, title)
+        return _not_found(task_id, title, number)
     task = await tasks.update_task(ctx.context.db, ctx.context.user_id, found.id, completed=completed)
-    return _updated(ctx.context, task) if task else _not_found(task_id, title)
+    return _updated(ctx.context, task) if task else _not_found(task_id, title, number)
 
 
 @function_tool
@@ -102,6 +109,7 @@ async def update_task(
     title: str | None = None,
     new_title: str | None = None,
     description: str | None = None,
+    number: int | None = None,
 ) -> str:
     """Rename a task or change its description.
 
@@ -110,35 +118,38 @@ async def update_task(
         title: The task's current title, used when the id is not known.
         new_title: The new title.
         description: The new description.
+        number: The task's number in the user's list (1 = oldest), as listed, when the id is not known.
     """
-    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    found = await tasks.find_task(ctx.context.user_id, task_id, title, number)
     if found is None:
-        return _not_found(task_id, title)
+        return _not_found(task_id, title, number)
     try:
         task = await tasks.update_task(
             ctx.context.db, ctx.context.user_id, found.id, title=new_title, description=description
         )
     except InvalidInput as exc:
         return _json({"error": exc.message})
-    return _updated(ctx.context, task) if task else _not_found(task_id, title)
+    return _updated(ctx.context, task) if task else _not_found(task_id, title, number)
 
 
 @function_tool
 async def delete_task(
-    ctx: RunContextWrapper[TodoContext], task_id: int | None = None, title: str | None = None
+    ctx: RunContextWrapper[TodoContext], task_id: int | None = None, title: str | None = None,
+    number: int | None = None,
 ) -> str:
     """Delete a task.
 
     Args:
         task_id: The task's id, if known.
         title: The task's title, used when the id is not known.
+        number: The task's number in the user's list (1 = oldest), as listed, when the id is not known.
     """
-    found = await tasks.find_task(ctx.context.user_id, task_id, title)
+    found = await tasks.find_task(ctx.context.user_id, task_id, title, number)
     if found is None:
-        return _not_found(task_id, title)
+        return _not_found(task_id, title, number)
     task = await tasks.delete_task(ctx.context.db, ctx.context.user_id, found.id)
     if task is None:
-        return _not_found(task_id, title)
+        return _not_found(task_id, title, number)
     ctx.context.changed(TaskRemoved(task_id=task.id))
     return _json({"deleted": task})
 

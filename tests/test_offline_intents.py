@@ -209,13 +209,21 @@ def test_delete_by_number_uses_the_id_from_the_last_list(message, task_id):
 
 
 @pytest.mark.parametrize("last_list", [None, []])
-def test_delete_by_number_without_a_last_list_takes_the_number_as_an_id(last_list):
-    assert parse("delete 2", last_list) == ToolIntent("delete_task", {"task_id": 2})
+def test_delete_by_number_without_a_last_list_takes_the_number_in_the_user_s_list(last_list):
+    # The number the page shows: never a database id, which users do not see.
+    assert parse("delete 2", last_list) == ToolIntent("delete_task", {"number": 2})
 
 
-def test_delete_by_number_outside_the_last_list_takes_the_number_as_an_id():
-    assert parse("delete 7", LAST_LIST) == ToolIntent("delete_task", {"task_id": 7})
-    assert parse("delete 0", LAST_LIST) == ToolIntent("delete_task", {"task_id": 0})
+def test_delete_by_number_outside_the_last_list_takes_the_number_in_the_user_s_list():
+    assert parse("delete 7", LAST_LIST) == ToolIntent("delete_task", {"number": 7})
+    assert parse("delete 0", LAST_LIST) == ToolIntent("delete_task", {"number": 0})
+
+
+def test_a_number_from_a_filtered_list_is_the_number_it_was_shown_with():
+    pending = [{"id": 50, "number": 2, "title": "b", "completed": False},
+               {"id": 61, "number": 5, "title": "e", "completed": False}]
+    assert parse("delete 5", pending) == ToolIntent("delete_task", {"task_id": 61})
+    assert parse("delete 1", pending) == ToolIntent("delete_task", {"number": 1})
 
 
 # -- polite prefixes ----------------------------------------------------------------------------

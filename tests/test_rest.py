@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 from litestar.testing import TestClient
 
 from app.main import create_app
-from tests.conftest import auth, count_rows
+from tests.conftest import auth, count_rows, start_live_server
 
 
 def test_list_get_and_delete_conversations(client, settings):
@@ -59,3 +62,115 @@ def test_health(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["database"] == "ok"
     assert health["model_provider"] == "offline"
+
+
+def test_tasks_are_numbered_per_user_as_the_assistant_lists_them(client):
+    for message in ("add one", "add two", "add three"):
+        client.post("/api/bob/chat", json={"message": message}, headers=auth("bob"))
+    client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice"))
+    reply = client.post("/api/alice/chat", json={"message": "add call mom"}, headers=auth("alice")).json()
+    assert reply["response"] == "Added “call mom” to your list (task #2)."  # not Bob's count
+    [milk, mom] = client.get("/api/alice/tasks", headers=auth("alice")).json()
+    assert (milk["number"], mom["number"]) == (1, 2)
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["number"] == 2
+
+    client.post("/api/alice/chat", json={"message": "complete 2"}, headers=auth("alice"))  # the number shown
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["completed"] is True
+    assert [t["number"] for t in client.get("/api/alice/tasks?status=completed", headers=auth("alice")).json()] == [2]
+    client.delete(f"/api/alice/tasks/{milk['id']}", headers=auth("alice"))
+    assert client.get(f"/api/alice/tasks/{mom['id']}", headers=auth("alice")).json()["number"] == 1
+
+
+def test_a_task_is_completed_renamed_and_deleted_in_place_and_only_by_its_user(client, settings):
+    client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice"))
+    task = client.get("/api/alice/tasks", headers=auth("alice")).json()[0]
+    url = f"/api/alice/tasks/{task['id']}"
+
+    done = client.patch(url, json={"completed": True}, headers=auth("alice"))
+    assert done.status_code == 200 and done.json()["completed"] is True and done.json()["title"] == "buy milk"
+    renamed = client.patch(url, json={"title": "buy oat milk", "completed": False}, headers=auth("alice")).json()
+    assert (renamed["title"], renamed["completed"]) == ("buy oat milk", False)
+
+    # Another user's id names nothing, and changes nothing.
+    assert client.patch(f"/api/bob/tasks/{task['id']}", json={"completed": True}, headers=auth("bob")).status_code == 404
+    assert client.delete(f"/api/bob/tasks/{task['id']}", headers=auth("bob")).status_code == 404
+    for missing in (0, 2**31, 2**63 - 1):
+        assert client.patch(f"/api/alice/tasks/{missing}", json={"completed": True},
+                            headers=auth("alice")).status_code == 404
+
+    assert client.delete(url, headers=auth("alice")).status_code == 204
+    assert client.delete(url, headers=auth("alice")).status_code == 404
+    assert client.get("/api/alice/tasks", headers=auth("alice")).json() == []
+    assert count_rows(settings.database, "task") == 0
+
+
+def test_a_task_change_the_store_could_not_keep_is_refused_on_both_engines(client):
+    client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice"))
+    task = client.get("/api/alice/tasks", headers=auth("alice")).json()[0]
+    url = f"/api/alice/tasks/{task['id']}"
+    for body in ({"title": ""}, {"title": "   "}, {"title": "x" * 501}, {"title": "nul\x00byte"},
+                 {"completed": "yes"}, {"colour": "red"}, {"description": "\x00"}):
+        refused = client.patch(url, json=body, headers=auth("alice"))
+        assert refused.status_code == 400, (body, refused.text)
+        assert "detail" in refused.json()
+    assert client.get(url, headers=auth("alice")).json() == task  # nothing changed
+
+
+def test_a_conversation_is_renamed_and_the_new_title_is_listed(client):
+    reply = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    url = f"/api/alice/conversations/{reply['conversation_id']}"
+    renamed = client.patch(url, json={"title": "Groceries"}, headers=auth("alice"))
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Groceries"
+    assert client.get("/api/alice/conversations", headers=auth("alice")).json()[0]["title"] == "Groceries"
+
+    assert client.patch(url.replace("alice", "bob"), json={"title": "mine"}, headers=auth("bob")).status_code == 404
+    assert client.patch("/api/alice/conversations/not-an-id", json={"title": "x"}, headers=auth("alice")).status_code == 404
+    for body in ({"title": "x" * 201}, {"title": "a\x00b"}, {}, {"title": 3}):
+        assert client.patch(url, json=body, headers=auth("alice")).status_code == 400, body
+    assert client.get(url, headers=auth("alice")).json()["title"] == "Groceries"
+
+
+def test_task_changes_made_through_rest_are_told_on_the_feed(settings):
+    live = start_live_server(settings)
+    try:
+        with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
+            http.post("/api/alice/chat", json={"message": "add buy milk"})
+            task = http.get("/api/alice/tasks").json()[0]
+            with http.stream("GET", "/api/alice/events") as feed:  # subscribed once it answers
+                assert feed.status_code == 200
+                http.patch(f"/api/alice/tasks/{task['id']}", json={"completed": True})
+                http.delete(f"/api/alice/tasks/{task['id']}")
+                seen = []
+                for line in feed.iter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line.removeprefix("data: ")))
+                    if len(seen) == 2:
+                        break
+    finally:
+        live.stop()
+    assert [(e["type"], e["task_id"]) for e in seen] == [("task_changed", task["id"]), ("task_removed", task["id"])]
+    assert seen[0]["completed"] is True
+
+
+def test_an_edited_message_is_answered_anew_and_what_followed_it_is_dropped(client):
+    first = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    conversation = first["conversation_id"]
+    client.post("/api/alice/chat", json={"message": "list my tasks", "conversation_id": conversation},
+                headers=auth("alice"))
+    messages = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    said = [m for m in messages if m["role"] == "user"][1]
+
+    stream = client.post("/api/alice/chat/stream", json={"message": "add call mom", "conversation_id": conversation,
+                                                         "again": said["id"]}, headers=auth("alice"))
+    assert stream.status_code == 200 and b'"done"' in stream.content
+    after = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    assert [m["content"] for m in after if m["role"] == "user"] == ["add buy milk", "add call mom"]
+    assert [m["id"] for m in after if m["role"] == "user"][1] == said["id"]
+    assert [t["title"] for t in client.get("/api/alice/tasks", headers=auth("alice")).json()] == ["buy milk", "call mom"]
+
+    regenerated = client.post("/api/alice/chat/stream", json={"message": "", "conversation_id": conversation,
+                                                              "again": said["id"]}, headers=auth("alice"))
+    assert regenerated.status_code == 200
+    again = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    assert [m["content"] for m in again if m["role"] == "user"] == ["add buy milk", "add call mom"]
+    assert len(again) == len(after)  # the old answer was replaced, not kept beside the new one

@@ -29,6 +29,13 @@ class ChatRequest(msgspec.Struct, frozen=True):
             "answers the reply it started instead of starting another."
         )),
     ] = None
+    again: Annotated[
+        str | None,
+        msgspec.Meta(description=(
+            "Answer this earlier user message of the conversation anew (regenerate), dropping what followed "
+            "it; with a non-empty `message`, that message's text is replaced first (edit and resend)."
+        )),
+    ] = None
 
 
 class ApprovalDecision(msgspec.Struct, frozen=True):

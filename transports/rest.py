@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -33,6 +33,18 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     messages: list[MessageView]
     # Tool calls its replies stopped at for the user's yes: waiting (no ``decision``) or decided.
     approvals: list[ApprovalView]
+
+
+class ConversationRename(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(description="The conversation's new title.")]
+
+
+class TaskChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What to change; a field left out stays as it is."""
+
+    title: Annotated[str | None, msgspec.Meta(description="The new title (not blank).")] = None
+    description: Annotated[str | None, msgspec.Meta(description="The new description.")] = None
+    completed: Annotated[bool | None, msgspec.Meta(description="`true`: done; `false`: pending again.")] = None
 
 
 class CancelAccepted(msgspec.Struct, frozen=True):
@@ -100,6 +112,19 @@ class ConversationController(Controller):
         if not await runs.delete_conversation(user, conversation_id):
             raise NotFoundException("No such conversation.")
 
+    @patch("/{conversation_id:str}", summary="Rename a conversation",
+           raises=[*AUTH_ERRORS, ValidationException, NotFoundException])
+    async def rename_conversation(
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], conversation_id: FromPath[str],
+        data: JSONBody[ConversationRename],
+    ) -> ConversationView:
+        if not await runs.rename_conversation(user, conversation_id, data.title):
+            raise NotFoundException("No such conversation.")
+        found = await conversations.get_conversation(user, conversation_id)
+        if found is None:  # deleted in between
+            raise NotFoundException("No such conversation.")
+        return found
+
 
 class TaskController(Controller):
     path = "/tasks"
@@ -115,6 +140,24 @@ class TaskController(Controller):
         if found is None:
             raise NotFoundException("No such task.")
         return found
+
+    @patch("/{task_id:int}", summary="Change a task: complete or reopen it, rename it, describe it",
+           raises=[*AUTH_ERRORS, ValidationException, NotFoundException])
+    async def change_task(
+        self, user: NamedDependency[str], runs: NamedDependency[RunManager], task_id: FromPath[int],
+        data: JSONBody[TaskChange],
+    ) -> TaskView:
+        changed = await runs.change_task(user, task_id, title=data.title, description=data.description,
+                                         completed=data.completed)
+        if changed is None:
+            raise NotFoundException("No such task.")
+        return changed
+
+    @delete("/{task_id:int}", summary="Delete a task", raises=[*AUTH_ERRORS, NotFoundException])
+    async def delete_task(self, user: NamedDependency[str], runs: NamedDependency[RunManager],
+                          task_id: FromPath[int]) -> None:
+        if await runs.remove_task(user, task_id) is None:
+            raise NotFoundException("No such task.")
 
 
 @get("/usage", summary="Tokens used per day (UTC): today, or a range of days", tags=["usage"],

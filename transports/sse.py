@@ -92,8 +92,8 @@ class SSEController(Controller):
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
     ) -> EventStream:
         try:
-            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id,
-                                   transport="sse")
+            run = await runs.start(user, data.message, data.conversation_id, again=data.again,
+                                   client_message_id=data.client_message_id, transport="sse")
             subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
         except AlreadyStarted as sent:  # a retried send: its reply from the start
             subscription = await runs.follow(user, sent.run_id)

@@ -49,6 +49,8 @@ class ChatFrame(_ClientFrame, tag="chat"):
     conversation_id: str | None = None
     # Unique per user: a chat frame sent again (after a reconnect) follows the run it started.
     client_message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # An earlier user message answered anew (regenerate); with a message, edited first.
+    again: str | None = None
 
 
 class CancelFrame(_ClientFrame, tag="cancel"):
@@ -227,7 +229,7 @@ class _Session(SocketSession):
         try:
             if isinstance(frame, ChatFrame):
                 try:
-                    run = await self.runs.start(self.user, frame.message, frame.conversation_id,
+                    run = await self.runs.start(self.user, frame.message, frame.conversation_id, again=frame.again,
                                                 client_message_id=frame.client_message_id, transport="websocket")
                     self.follow(self.runs.subscribe(run, on_leave="continue", idle=False))
                 except AlreadyStarted as sent:

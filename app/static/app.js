@@ -1,4 +1,5 @@
-// The chat page: plain browser JavaScript, no build step, no dependencies (works offline).
+// The chat page: plain browser JavaScript, no build step (works offline). Replies are markdown,
+// rendered by marked and cleaned by DOMPurify, both served from /static/vendor/.
 //
 // One reply is written at a time. Its state (run id, last seq seen, what has been shown) is kept
 // in sessionStorage on every event, so a reload re-attaches to it: the saved part is redrawn and
@@ -7,13 +8,17 @@
 
 const $ = (id) => document.getElementById(id);
 
+// The sign-in is shared by the user's tabs (localStorage: a new tab is signed in too); what a
+// tab shows and the reply it follows are its own (sessionStorage), so two tabs never fight.
+const storageOf = (key) => (key === "token" ? localStorage : sessionStorage);
+
 const store = {
   get(key) {
-    try { return JSON.parse(sessionStorage.getItem(`chat.${key}`)); } catch { return null; }
+    try { return JSON.parse(storageOf(key).getItem(`chat.${key}`)); } catch { return null; }
   },
   set(key, value) {
-    if (value === null || value === undefined) sessionStorage.removeItem(`chat.${key}`);
-    else sessionStorage.setItem(`chat.${key}`, JSON.stringify(value));
+    if (value === null || value === undefined) storageOf(key).removeItem(`chat.${key}`);
+    else storageOf(key).setItem(`chat.${key}`, JSON.stringify(value));
   },
 };
 
@@ -25,6 +30,7 @@ const state = {
   reply: null, // the reply being written, see newReply()
   lastRunId: null, // of the last reply this tab followed to its end
   loaded: false, // the user's conversation is on screen: sending before would mix two
+  detached: new Map(), // conversation id -> run id of a reply left running to show another conversation
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -144,7 +150,7 @@ const sse = {
   // POST /runs/{id}/cancel, and the stream then ends with done{status: "cancelled"}.
   async chat(reply, message) {
     const response = await request("POST", "/chat/stream", {
-      body: { message, conversation_id: reply.conversationId, on_disconnect: "continue" },
+      body: { message, conversation_id: reply.conversationId, on_disconnect: "continue", again: reply.again },
       signal: reply.abort.signal,
     });
     await readEvents(response, (event) => onEvent(reply, event));
@@ -276,7 +282,7 @@ const ws = {
   },
 
   chat(reply, message) {
-    this.send({ type: "chat", message, conversation_id: reply.conversationId });
+    this.send({ type: "chat", message, conversation_id: reply.conversationId, again: reply.again });
   },
 
   resume(reply) {
@@ -324,20 +330,57 @@ function setConnection(status) {
 
 const messages = () => $("messages");
 
+// Follows the reply while the user stays at the bottom; once they scroll up to read, it stops
+// until they come back down (or send). Decided by what the user does (wheel, touch, keys,
+// scrollbar), not by the height the last append left: a tall card used to look like
+// "scrolled away", and a card changing size moves the scroll position by itself.
+const follow = { on: true, userAt: -Infinity };
+
 function scrollDown(force) {
   const box = messages();
-  if (force || box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+  if (force) follow.on = true;
+  if (follow.on) box.scrollTop = box.scrollHeight;
+}
+
+function onMessagesScroll() {
+  const box = messages();
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 40) follow.on = true;
+  else if (performance.now() - follow.userAt < 1000) follow.on = false;
+}
+
+function onUserScrolls() {
+  follow.userAt = performance.now();
 }
 
 function clearMessages() {
   messages().replaceChildren($("empty") || el("p", "empty"));
   $("empty").hidden = false;
+  follow.on = true;
 }
 
-function appendUser(text) {
+function timeOf(iso) {
+  const at = iso ? new Date(iso) : new Date();
+  const node = el("time", "time", at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  node.dateTime = at.toISOString();
+  node.title = at.toLocaleString();
+  return node;
+}
+
+function actionButton(label, className, onClick, ariaLabel) {
+  const button = el("button", `action ${className}`, label);
+  button.type = "button";
+  if (ariaLabel) button.setAttribute("aria-label", ariaLabel);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+function appendUser(text, { id, at } = {}) {
   $("empty").hidden = true;
   const node = el("div", "msg user");
-  node.append(el("div", "bubble", text));
+  if (id) node.dataset.id = id;
+  const meta = el("div", "meta");
+  meta.append(timeOf(at), actionButton("Edit", "edit", () => editMessage(node), "Edit and resend"));
+  node.append(el("div", "bubble", text), meta);
   messages().append(node);
   scrollDown(true);
   return node;
@@ -345,45 +388,207 @@ function appendUser(text) {
 
 const STATUS_LABELS = { cancelled: "Stopped", interrupted: "Interrupted", failed: "Failed" };
 
-function pretty(value) {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return text.length > 400 ? `${text.slice(0, 399)}…` : text;
+// ---- markdown: the model's words as formatting, never as markup -----------------------------
+
+const escapeHtml = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+let markdownReady = false;
+
+// Markdown lets only a list starting at 1 interrupt a paragraph; a reply listing pending tasks
+// 2 and 5 right under "You have 2 pending tasks:" is a list too. Code blocks are left alone.
+function listsAfterText(source) {
+  const lines = source.split("\n");
+  const out = [];
+  let code = false;
+  for (const line of lines) {
+    if (/^\s*(```|~~~)/.test(line)) code = !code;
+    const previous = out[out.length - 1];
+    if (!code && /^\d+[.)]\s/.test(line) && previous && previous.trim() && !/^\s*(\d+[.)]|[-*+])\s/.test(previous)) {
+      out.push("");
+    }
+    out.push(line);
+  }
+  return out.join("\n");
+}
+
+const markdownRenderer = {
+  // HTML written by the model (or inside a task title it repeats) is shown as the text it is.
+  html: ({ text }) => escapeHtml(text),
+  // "[x]" items: the marks the task panel uses, not form controls.
+  checkbox: ({ checked }) => (checked ? "✓ " : "○ "),
+  // A numbered list keeps its numbers (a task's number, even in a filtered list).
+  list(token) {
+    if (!token.ordered) return false;
+    let body = "";
+    for (const item of token.items) {
+      const number = /^\s*(\d+)[.)]/.exec(item.raw);
+      body += this.listitem(item).replace(/^<li>/, number ? `<li value="${Number(number[1])}">` : "<li>");
+    }
+    return `<ol>\n${body}</ol>\n`;
+  },
+};
+
+function renderMarkdown(source) {
+  if (!markdownReady) {
+    marked.use({ gfm: true, breaks: true, renderer: markdownRenderer });
+    DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      if (node.tagName === "A") {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer");
+      }
+    });
+    markdownReady = true;
+  }
+  // DOMPurify is the second wall: whatever marked lets through, nothing that runs survives.
+  return DOMPurify.sanitize(marked.parse(listsAfterText(source), { async: false }), {
+    FORBID_TAGS: ["img", "style", "form", "input", "button", "iframe"],
+    FORBID_ATTR: ["style"],
+  });
+}
+
+// ---- tool calls in words --------------------------------------------------------------------
+
+const quoted = (text) => `“${text}”`;
+
+function taskName(args) {
+  return args && args.title ? quoted(args.title) : "a task";
+}
+
+// One line for a call: what is being done, then what was done.
+function toolSummary(name, args, result) {
+  args = args || {};
+  if (result === undefined) {
+    const running = {
+      add_task: `Adding ${taskName(args)}…`,
+      list_tasks: "Looking at your tasks…",
+      complete_task: args.completed === false ? `Reopening ${taskName(args)}…` : `Completing ${taskName(args)}…`,
+      update_task: `Updating ${taskName(args)}…`,
+      delete_task: `Deleting ${taskName(args)}…`,
+    };
+    return running[name] || `Running ${name}…`;
+  }
+  if (result && typeof result === "object") {
+    if (result.error) return `Could not ${name.replace(/_/g, " ")}: ${result.error}`;
+    if (result.added) return `Added task ${quoted(result.added.title)}`;
+    if (Array.isArray(result.tasks)) {
+      const kind = { pending: "pending ", completed: "completed " }[result.status] || "";
+      const count = result.tasks.length;
+      return `Listed ${count} ${kind}${count === 1 ? "task" : "tasks"}`;
+    }
+    if (result.deleted) return `Deleted task ${quoted(result.deleted.title)}`;
+    if (result.updated) {
+      const task = result.updated;
+      if (name === "complete_task") return `${task.completed ? "Completed" : "Reopened"} ${quoted(task.title)}`;
+      return args.new_title ? `Renamed a task to ${quoted(task.title)}` : `Updated ${quoted(task.title)}`;
+    }
+  }
+  return `Ran ${name}`;
+}
+
+function taskLine(task) {
+  const line = el("li", task.completed ? "done" : "");
+  line.append(el("span", "check", task.completed ? "✓ " : "○ "), el("span", "", task.title));
+  if (task.description) line.append(el("span", "muted-inline", ` — ${task.description}`));
+  return line;
+}
+
+const ARGUMENT_LABELS = { title: "Task", new_title: "New title", description: "Description", status: "Which",
+  completed: "Done" };
+
+// The details under the summary: what was asked and what came back, in words (no ids, no
+// timestamps, no nulls), with the tool's name for the curious.
+function toolDetails(name, args, result) {
+  const body = el("div", "tool-details");
+  const asked = el("dl", "tool-args");
+  for (const [key, value] of Object.entries(args || {})) {
+    if (value === null || value === undefined || key === "task_id") continue;
+    asked.append(el("dt", "", ARGUMENT_LABELS[key] || key),
+      el("dd", "", typeof value === "boolean" ? (value ? "yes" : "no") : String(value)));
+  }
+  const tool = el("p", "tool-name-line", "Tool: ");
+  tool.append(el("code", "tool-name", name));
+  body.append(tool);
+  if (asked.children.length) body.append(asked);
+  const outcome = el("div", "tool-result");
+  if (result === undefined) outcome.textContent = "Running…";
+  else if (result && typeof result === "object" && result.error) outcome.textContent = String(result.error);
+  else if (result && typeof result === "object" && Array.isArray(result.tasks)) {
+    if (!result.tasks.length) outcome.textContent = "No tasks.";
+    else {
+      const list = el("ol", "tool-tasks");
+      list.append(...result.tasks.map(taskLine));
+      outcome.append(list);
+    }
+  } else if (result && typeof result === "object" && (result.added || result.updated || result.deleted)) {
+    const task = result.added || result.updated || result.deleted;
+    const list = el("ul", "tool-tasks");
+    list.append(taskLine(task));
+    outcome.append(list);
+  } else {
+    outcome.textContent = typeof result === "string" ? result : JSON.stringify(result);
+  }
+  body.append(outcome);
+  return body;
 }
 
 // One assistant reply: tool cards and text, in the order they came.
 class Turn {
-  constructor(live) {
+  constructor(live, { at, runId } = {}) {
     $("empty").hidden = true;
     this.node = el("div", live ? "msg assistant streaming" : "msg assistant");
+    if (runId) this.node.dataset.runId = runId;
     this.bubble = null;
     this.cards = new Map();
     this.finished = false;
+    this.at = at;
+    if (live) {
+      // Between Send and the first word: the user sees the reply is on its way.
+      this.pending = el("div", "thinking");
+      this.pending.append(el("span", "dot"), el("span", "dot"), el("span", "dot"), el("span", "visually-hidden", "Working…"));
+      this.node.append(this.pending);
+    }
     messages().append(this.node);
+  }
+
+  place(node) {
+    if (this.pending) {
+      this.pending.remove();
+      this.pending = null;
+    }
+    this.node.append(node);
   }
 
   text(content) {
     if (!content) return;
     if (!this.bubble) {
-      this.bubble = el("div", "bubble");
-      this.node.append(this.bubble);
+      this.bubble = el("div", "bubble markdown");
+      this.bubble.source = "";
+      this.place(this.bubble);
     }
-    this.bubble.append(content);
+    this.bubble.source += content;
+    this.bubble.innerHTML = renderMarkdown(this.bubble.source);
     scrollDown();
   }
 
   tool({ call_id, name, arguments: args }) {
-    const card = el("div", "tool");
+    const card = el("details", "tool");
     card.dataset.callId = call_id;
-    card.append(el("div", "tool-name", name), el("pre", "tool-args", pretty(args)), el("pre", "tool-result"));
+    card.call = { name, args };
+    card.append(el("summary", "tool-summary", toolSummary(name, args)), toolDetails(name, args));
     this.cards.set(call_id, card);
-    this.node.append(card);
+    this.place(card);
     this.bubble = null;
     scrollDown();
   }
 
   result({ call_id, result }) {
     const card = this.cards.get(call_id);
-    if (card) card.querySelector(".tool-result").textContent = pretty(result);
+    if (!card) return;
+    const { name, args } = card.call;
+    card.querySelector(".tool-summary").textContent = toolSummary(name, args, result);
+    card.querySelector(".tool-details").replaceWith(toolDetails(name, args, result));
+    card.classList.toggle("failed", Boolean(result && result.error));
+    scrollDown();
   }
 
   // A call waiting for the user's yes: the question in words and two buttons; once decided,
@@ -403,19 +608,42 @@ class Turn {
       }
       card.append(buttons);
     }
-    this.node.append(card);
+    this.place(card);
     scrollDown();
     return card;
   }
 
   finish(status, error) {
     this.finished = true;
+    if (this.pending) {
+      this.pending.remove();
+      this.pending = null;
+    }
     this.node.classList.remove("streaming");
     this.node.dataset.status = status;
     if (error) this.node.append(el("div", "bubble error", error));
-    if (STATUS_LABELS[status]) this.node.append(el("span", `badge ${status}`, STATUS_LABELS[status]));
+    const meta = el("div", "meta");
+    if (STATUS_LABELS[status]) meta.append(el("span", `badge ${status}`, STATUS_LABELS[status]));
+    meta.append(timeOf(this.at));
+    if (this.node.querySelector(".bubble.markdown")) {
+      meta.append(actionButton("Copy", "copy", (event) => copyReply(this.node, event.currentTarget), "Copy reply"));
+    }
+    meta.append(actionButton("Regenerate", "regenerate", () => regenerate(this.node), "Regenerate reply"));
+    this.node.append(meta);
     scrollDown();
   }
+}
+
+// What the reply said, as written (markdown), for the clipboard.
+async function copyReply(node, button) {
+  const text = [...node.querySelectorAll(".bubble.markdown")].map((bubble) => bubble.source).join("\n\n");
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
 }
 
 function renderMessages(list, approvals = []) {
@@ -425,20 +653,21 @@ function renderMessages(list, approvals = []) {
   const turnOf = (runId) => {
     let entry = turns.get(runId);
     if (!entry) {
-      entry = { turn: new Turn(false), status: "completed" };
+      entry = { turn: new Turn(false, { runId }), status: "completed" };
       turns.set(runId, entry);
     }
     return entry;
   };
   for (const message of list) {
     if (message.role === "user") {
-      appendUser(message.content);
+      appendUser(message.content, { id: message.id, at: message.created_at });
       // A reply that stopped at a question may have said nothing: its turn holds the card.
       if (asked.has(message.run_id)) turnOf(message.run_id).status = "awaiting_approval";
       continue;
     }
     const entry = turnOf(message.run_id);
     entry.status = message.status;
+    entry.turn.at = message.created_at;
     if (message.role === "tool" && message.tool) {
       entry.turn.tool(message.tool);
       entry.turn.result(message.tool);
@@ -476,23 +705,125 @@ function waiting(reply) {
   setBusy(false);
 }
 
+// Re-rendering a list keeps the keyboard where it was: the focused control has a stable key.
+// A title being edited in place is not redrawn under the user's fingers: the redraw waits.
+function keepFocus(list, render) {
+  if (list.querySelector(".rename-input")) {
+    list.redraw = render;
+    return;
+  }
+  list.redraw = null;
+  const key = list.contains(document.activeElement) ? document.activeElement.dataset.key : null;
+  render();
+  if (key) {
+    const again = list.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (again) again.focus();
+  }
+}
+
+function keyed(node, key) {
+  node.dataset.key = key;
+  return node;
+}
+
+// Two clicks delete: the first turns the button into "Delete?" for three seconds, a state kept
+// by key, so a list redrawn in between (the feed told a change) still asks.
+const confirming = new Set();
+
+function deleteButton(key, ariaLabel, action) {
+  const button = keyed(el("button", "delete", "✕"), key);
+  button.type = "button";
+  button.setAttribute("aria-label", ariaLabel);
+  const ask = (on) => {
+    button.classList.toggle("confirm", on);
+    button.textContent = on ? "Delete?" : "✕";
+  };
+  ask(confirming.has(key));
+  button.onclick = () => {
+    if (!confirming.has(key)) {
+      confirming.add(key);
+      ask(true);
+      setTimeout(() => {
+        confirming.delete(key);
+        const shown = document.querySelector(`[data-key="${CSS.escape(key)}"]`);
+        if (shown) {
+          shown.classList.remove("confirm");
+          shown.textContent = "✕";
+        }
+      }, 3000);
+      return;
+    }
+    confirming.delete(key);
+    action().catch(showError);
+  };
+  return button;
+}
+
+// A title edited in place: Enter saves, Escape (or leaving the field) puts it back.
+function editInPlace(titleNode, current, label, focusKey, save) {
+  const input = el("input", "rename-input");
+  input.value = current;
+  input.setAttribute("aria-label", label);
+  let done = false;
+  const finish = async (keep) => {
+    if (done) return;
+    done = true;
+    const title = input.value.trim();
+    if (keep && title && title !== current) {
+      try {
+        await save(title);
+      } catch (error) {
+        showError(error);
+      }
+    }
+    const list = input.closest("ul, ol");
+    if (input.isConnected) input.replaceWith(titleNode);
+    if (list && list.redraw) keepFocus(list, list.redraw);
+    const back = document.querySelector(`[data-key="${CSS.escape(focusKey)}"]`);
+    if (back) back.focus();
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      finish(true);
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      finish(false);
+    }
+  });
+  input.addEventListener("blur", () => finish(false));
+  titleNode.replaceWith(input);
+  input.focus();
+  input.select();
+}
+
 function renderConversations(list) {
   const items = list.map((conversation) => {
+    const name = conversation.title || "Untitled";
     const item = el("li");
     item.dataset.id = conversation.id;
     item.classList.toggle("active", conversation.id === state.conversationId);
-    const title = el("button", "title", conversation.title || "Untitled");
+    item.classList.toggle("running", state.detached.has(conversation.id));
+    const title = keyed(el("button", "title", name), `open-${conversation.id}`);
     title.type = "button";
     title.title = conversation.title || "";
-    title.onclick = () => !state.reply && openConversation(conversation.id).catch(showError);
-    const remove = el("button", "delete", "✕");
-    remove.type = "button";
-    remove.setAttribute("aria-label", "Delete conversation");
-    remove.onclick = () => deleteConversation(conversation.id, remove).catch(showError);
-    item.append(title, remove);
+    title.onclick = () => switchConversation(conversation.id);
+    if (state.detached.has(conversation.id)) title.append(el("span", "visually-hidden", " (replying)"));
+    const rename = keyed(el("button", "rename", "✎"), `rename-${conversation.id}`);
+    rename.type = "button";
+    rename.setAttribute("aria-label", `Rename ${quoted(name)}`);
+    rename.onclick = () => editInPlace(title, conversation.title || "", "Conversation title", `rename-${conversation.id}`, async (newTitle) => {
+      await api("PATCH", `/conversations/${encodeURIComponent(conversation.id)}`, { title: newTitle });
+      title.textContent = newTitle;
+      await loadConversations();
+    });
+    const remove = deleteButton(`delete-${conversation.id}`, `Delete ${quoted(name)}`,
+      () => deleteConversation(conversation.id));
+    item.append(title, rename, remove);
     return item;
   });
-  $("conversations").replaceChildren(...items);
+  keepFocus($("conversations"), () => $("conversations").replaceChildren(...items));
 }
 
 function markActiveConversation() {
@@ -501,15 +832,40 @@ function markActiveConversation() {
   }
 }
 
+// Numbered as the assistant numbers them (domain/tasks.py: `number`, 1 = oldest), so
+// "delete 2" means the task shown as 2 here. The database id is never shown.
 function renderTasks(list) {
   const items = list.map((task) => {
-    const item = el("li", task.completed ? "done" : "");
-    item.append(el("span", "check", task.completed ? "✓" : "○"), el("span", "title", task.title),
-      el("span", "id", `#${task.id}`));
-    if (task.description) item.title = task.description;
+    const url = `/tasks/${encodeURIComponent(task.id)}`;
+    const item = el("li", task.completed ? "task done" : "task");
+    item.dataset.id = task.id;
+    const number = el("span", "number", `${task.number}.`);
+    number.setAttribute("aria-hidden", "true");
+    const check = keyed(el("input", "check"), `check-${task.id}`);
+    check.type = "checkbox";
+    check.checked = task.completed;
+    check.setAttribute("aria-label", `Done: ${task.title}`);
+    check.onchange = () => api("PATCH", url, { completed: check.checked }).then(loadTasks).catch((error) => {
+      showError(error);
+      loadTasks().catch(showError);
+    });
+    const title = keyed(el("span", "title", task.title), `title-task-${task.id}`);
+    if (task.description) title.title = task.description;
+    const rename = keyed(el("button", "rename", "✎"), `rename-task-${task.id}`);
+    rename.type = "button";
+    rename.setAttribute("aria-label", `Rename ${quoted(task.title)}`);
+    rename.onclick = () => editInPlace(title, task.title, "Task title", `rename-task-${task.id}`, async (newTitle) => {
+      await api("PATCH", url, { title: newTitle });
+      await loadTasks();
+    });
+    const remove = deleteButton(`delete-task-${task.id}`, `Delete ${quoted(task.title)}`, async () => {
+      await api("DELETE", url);
+      await loadTasks();
+    });
+    item.append(number, check, title, rename, remove);
     return item;
   });
-  $("tasks").replaceChildren(...items);
+  keepFocus($("tasks"), () => $("tasks").replaceChildren(...items));
   $("no-tasks").hidden = list.length > 0;
 }
 
@@ -546,35 +902,127 @@ async function openConversation(id, saved = null) {
   }
   setConversation(id);
   renderMessages(conversation.messages, conversation.approvals);
+  // A reply this tab left running to look at another conversation is picked up again.
+  const left = state.detached.get(id);
+  if (!saved && left) saved = { runId: left, conversationId: id, seq: 0, items: [] };
   if (saved && saved.conversationId === id) {
     // Finished while the page was away: the stored conversation already holds all of it.
     const stored = conversation.messages.some((m) => m.run_id === saved.runId && m.role !== "user");
+    state.detached.delete(id);
     if (stored) store.set("reply", null);
     else resumeReply(saved);
   }
 }
 
+// The reply being written keeps running on the server while another conversation is shown
+// (the page asked for on_disconnect "continue"); coming back follows it again.
+function leaveReply() {
+  const reply = state.reply;
+  if (!reply) return true;
+  if (!reply.runId) return false; // not started yet: a moment later it can be left
+  reply.finished = true;
+  reply.abort.abort();
+  state.detached.set(reply.conversationId, reply.runId);
+  store.set("reply", null);
+  state.reply = null;
+  setBusy(false);
+  return true;
+}
+
+function switchConversation(id) {
+  closePanels();
+  if (id === state.conversationId && state.reply) return;
+  if (!leaveReply()) return banner("The reply is just starting; try again in a moment.", "info");
+  openConversation(id).then(loadConversations).catch(showError);
+}
+
 function newChat() {
-  if (state.reply) return;
+  closePanels();
+  if (!leaveReply()) return;
   setConversation(null);
   clearMessages();
+  loadConversations().catch(showError);
   $("input").focus();
 }
 
-async function deleteConversation(id, button) {
-  if (state.reply) return;
-  if (!button.classList.contains("confirm")) {
-    button.classList.add("confirm");
-    button.textContent = "Delete?";
-    setTimeout(() => {
-      button.classList.remove("confirm");
-      button.textContent = "✕";
-    }, 3000);
-    return;
-  }
+async function deleteConversation(id) {
   await api("DELETE", `/conversations/${encodeURIComponent(id)}`);
   if (id === state.conversationId) newChat();
   await loadConversations();
+}
+
+// Answer an earlier message of the shown conversation again (regenerate), or, with `edited`,
+// with its new text. The server drops what followed that message; so does the page.
+function answerAgain(userNode, edited) {
+  const id = userNode.dataset.id;
+  if (!id || state.reply || !state.loaded) return;
+  hideBanner();
+  while (userNode.nextElementSibling) userNode.nextElementSibling.remove();
+  if (edited !== undefined) userNode.querySelector(".bubble").textContent = edited;
+  const reply = newReply({ again: id, message: edited || "" });
+  if (reply.transport === "ws") ws.chat(reply, reply.message);
+  else followSSE(reply, () => sse.chat(reply, reply.message));
+  scrollDown(true);
+}
+
+function regenerate(turnNode) {
+  let node = turnNode.previousElementSibling;
+  while (node && !node.classList.contains("user")) node = node.previousElementSibling;
+  if (node) answerAgain(node);
+}
+
+// The message's bubble becomes a box: Enter (or Save) resends, Escape (or Cancel) puts it back.
+function editMessage(userNode) {
+  if (state.reply || !userNode.dataset.id || userNode.querySelector(".edit-box")) return;
+  const bubble = userNode.querySelector(".bubble");
+  const form = el("form", "edit-box");
+  const box = el("textarea");
+  box.value = bubble.textContent;
+  box.rows = Math.min(8, box.value.split("\n").length + 1);
+  box.setAttribute("aria-label", "Edit message");
+  const save = el("button", "primary", "Save and send");
+  save.type = "submit";
+  const cancel = el("button", "ghost", "Cancel");
+  cancel.type = "button";
+  const buttons = el("div", "edit-buttons");
+  buttons.append(cancel, save);
+  form.append(box, buttons);
+  const close = () => {
+    form.replaceWith(bubble);
+    userNode.querySelector(".edit").focus();
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = box.value.trim();
+    if (!text) return;
+    form.replaceWith(bubble);
+    answerAgain(userNode, text);
+    $("input").focus();
+  });
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    }
+  });
+  cancel.addEventListener("click", close);
+  bubble.replaceWith(form);
+  box.focus();
+}
+
+// After a reply, the ids of the messages sent live (for Edit and Regenerate) come from the
+// stored conversation.
+async function learnMessageIds(conversationId) {
+  const conversation = await api("GET", `/conversations/${encodeURIComponent(conversationId)}`);
+  if (state.conversationId !== conversationId) return;
+  const said = conversation.messages.filter((message) => message.role === "user");
+  const nodes = messages().querySelectorAll(".msg.user");
+  if (said.length !== nodes.length) return;
+  said.forEach((message, index) => { nodes[index].dataset.id = message.id; });
 }
 
 // ---- the user's feed: what other tabs, devices and instances change -------------------------
@@ -621,6 +1069,7 @@ const feed = {
         }
         break;
       case "run_finished":
+        if (state.detached.get(event.conversation_id) === event.run_id) state.detached.delete(event.conversation_id);
         // Not followed here (this tab was busy, or away): the stored conversation has it all.
         if (shown && !state.reply && state.lastRunId !== event.run_id) {
           openConversation(state.conversationId).catch(showError);
@@ -656,6 +1105,7 @@ function newReply(fields) {
     abort: new AbortController(),
     turn: new Turn(true),
     userNode: null,
+    again: undefined, // an earlier user message answered anew (regenerate, edit)
     ...fields,
   };
   state.reply = reply;
@@ -676,6 +1126,7 @@ function onEvent(reply, event) {
   switch (event.type) {
     case "start":
       reply.runId = event.run_id;
+      hideBanner(); // the server answers: what an earlier banner said is over
       if (reply.conversationId !== event.conversation_id) {
         reply.conversationId = event.conversation_id;
         setConversation(event.conversation_id);
@@ -721,10 +1172,12 @@ function finishReply(reply, status) {
   state.lastRunId = reply.runId;
   reply.turn.finish(status, reply.error);
   store.set("reply", null);
+  announce(reply, status);
   if (state.reply === reply) {
     state.reply = null;
     setBusy(false);
   }
+  if (reply.conversationId) learnMessageIds(reply.conversationId).catch(showError);
   loadConversations().catch(showError);
   loadTasks().catch(showError);
   loadUsage().catch(showError);
@@ -736,16 +1189,18 @@ function refused(reply, error) {
   reply.turn.node.remove();
   if (reply.userNode) reply.userNode.remove();
   if (!messages().querySelector(".msg")) $("empty").hidden = false;
-  if (!$("input").value && reply.message) $("input").value = reply.message;
+  if (!$("input").value && reply.message && !reply.again) $("input").value = reply.message;
   state.reply = null;
   setBusy(false);
   showError(error);
-  if (reply.decision) openConversation(state.conversationId).catch(showError); // show what was decided
+  // Show what the server kept: what was decided, or the conversation an edit did not change.
+  if (reply.decision || reply.again) openConversation(state.conversationId).catch(showError);
 }
 
 function resumeReply(saved) {
   const reply = newReply({ runId: saved.runId, conversationId: saved.conversationId, seq: saved.seq,
     items: saved.items || [] });
+  scrollDown(true); // the live reply is what the user came back for
   for (const item of reply.items) {
     if (item.kind === "text") reply.turn.text(item.content);
     else if (item.kind === "approval") reply.turn.approval(item);
@@ -764,6 +1219,7 @@ function send() {
   if (!message || state.reply || !state.loaded) return;
   input.value = "";
   autosize();
+  hideBanner(); // a new message: the last one's trouble is over
   const userNode = appendUser(message);
   const reply = newReply({ userNode, message });
   if (reply.transport === "ws") ws.chat(reply, message);
@@ -774,6 +1230,8 @@ async function stop() {
   const reply = state.reply;
   if (!reply || reply.finished) return;
   reply.stopRequested = true;
+  // The Stop button goes away: the keyboard stays in the composer, not on <body>.
+  $("input").focus();
   $("stop").disabled = true;
   if (!reply.runId) return; // stopped as soon as the start event names the run
   try {
@@ -783,11 +1241,18 @@ async function stop() {
   }
 }
 
+// Said once the reply is done (the message list is no live region: it would read every token).
+function announce(reply, status) {
+  const words = [...reply.turn.node.querySelectorAll(".bubble")].map((bubble) => bubble.textContent).join(" ");
+  const label = STATUS_LABELS[status] ? `${STATUS_LABELS[status]}. ` : "";
+  $("announce").textContent = `${label}${words.slice(0, 500) || "The reply is done."}`;
+}
+
 function setBusy(busy) {
   $("send").hidden = busy;
   $("stop").hidden = !busy;
   $("stop").disabled = false;
-  $("new-chat").disabled = busy;
+  if (!busy && (document.activeElement === document.body || document.activeElement === $("stop"))) $("input").focus();
   for (const radio of document.querySelectorAll("input[name=transport]")) radio.disabled = busy;
   document.body.classList.toggle("busy", busy);
 }
@@ -864,6 +1329,7 @@ function signOut({ keepBanner = false } = {}) {
   }
   store.set("token", null);
   store.set("reply", null);
+  state.detached.clear();
   state.loaded = false;
   delete document.body.dataset.loaded;
   clearMessages();
@@ -874,6 +1340,18 @@ function signOut({ keepBanner = false } = {}) {
 }
 
 // ---- wiring ---------------------------------------------------------------------------------
+
+// On a phone the conversations and the tasks are panels over the chat, opened from the top bar.
+function togglePanel(name) {
+  const open = document.body.dataset.panel === name ? "" : name;
+  document.body.dataset.panel = open;
+  $("show-chats").setAttribute("aria-expanded", String(open === "chats"));
+  $("show-tasks").setAttribute("aria-expanded", String(open === "tasks"));
+}
+
+function closePanels() {
+  if (document.body.dataset.panel) togglePanel("");
+}
 
 function autosize() {
   const input = $("input");
@@ -893,6 +1371,32 @@ function main() {
     }
   });
   $("input").addEventListener("input", autosize);
+  // Escape stops the reply from anywhere on the page (an open editor takes its own Escape first).
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.reply && !event.defaultPrevented) {
+      event.preventDefault();
+      stop();
+    }
+  });
+  $("token-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("sign-in-form").requestSubmit();
+    }
+  });
+  messages().addEventListener("scroll", onMessagesScroll, { passive: true });
+  for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+    messages().addEventListener(type, onUserScrolls, { passive: true });
+  }
+  $("show-chats").addEventListener("click", () => togglePanel("chats"));
+  $("show-tasks").addEventListener("click", () => togglePanel("tasks"));
+  // Signed in or out in another tab: this one follows.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== "chat.token") return;
+    const token = store.get("token");
+    if (!token && state.token) signOut();
+    else if (token && token !== state.token) signIn(token);
+  });
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("banner-close").addEventListener("click", () => hideBanner());

@@ -19,7 +19,7 @@ import msgspec
 from agents import Agent
 from piccolo.engine.base import Engine
 
-from domain import conversations, events, feed
+from domain import conversations, events, feed, tasks
 from domain.approvals import Decision, check_decision
 from domain.conversations import parse_id
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
@@ -30,6 +30,7 @@ from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.reading import OnLeave, Subscription, stored_batches
 from domain.runs.store import AlreadySent, Continuation, NewRun, RunRecord, RunStore
 from domain.runs.tracing import NO_TRACER, RunTracer
+from domain.tasks import TaskView
 from domain.tools import TodoContext
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,13 @@ class RunManager:
         transport: Transport = "other",
     ) -> ActiveRun:
         """Start a reply to ``message``, or with ``again`` (a user message id) answer that
-        earlier message anew, dropping what followed it.
+        earlier message anew, dropping what followed it; ``again`` with a ``message`` first
+        replaces that earlier message's text (an edit).
 
         A send that carries a ``client_message_id`` the user sent before is a retry: it gets
         the run that id started, when that runs here, or ``AlreadyStarted`` naming it."""
         asked_at = time.perf_counter()  # monitoring: the user's wait for the first event begins
-        if again is None:
+        if again is None or message:
             self.limits.check_message(message)
         if client_message_id is not None:
             check_text(client_message_id, "client_message_id", "The client message id", MAX_CLIENT_ID_CHARS)
@@ -274,6 +276,24 @@ class RunManager:
             return False
         self.feed.tell(user_id, feed.ConversationRenamed(conversation_id=str(parse_id(conversation_id)), title=title))
         return True
+
+    # Task changes made outside a reply (the REST routes, the page's task panel): told on the
+    # feed like the tools' changes (domain/tools.py), so the user's other tabs follow.
+    async def change_task(self, user_id: str, task_id: int, *, title: str | None = None,
+                          description: str | None = None, completed: bool | None = None) -> TaskView | None:
+        """None: the user has no such task; ``InvalidInput`` for a title it cannot have."""
+        task = await tasks.update_task(self.db, user_id, task_id, title=title, description=description,
+                                       completed=completed)
+        if task is not None:
+            self.feed.tell(user_id, feed.TaskChanged(task_id=task.id, title=task.title, completed=task.completed))
+        return task
+
+    async def remove_task(self, user_id: str, task_id: int) -> TaskView | None:
+        """None: the user has no such task."""
+        task = await tasks.delete_task(self.db, user_id, task_id)
+        if task is not None:
+            self.feed.tell(user_id, feed.TaskRemoved(task_id=task.id))
+        return task
 
     async def reply(self, run: ActiveRun) -> RunReply:
         """The whole reply, once the run has finished."""

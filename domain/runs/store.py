@@ -111,7 +111,8 @@ class RunStore(Protocol):
     ) -> NewRun:
         """The user's message, a running run and its ``start`` event, in one transaction;
         nothing on refusal. With ``again`` (an earlier user message's id) what followed that
-        message is dropped instead. ``AlreadySent`` when the user's ``client_message_id``
+        message is dropped instead (and with a ``message`` too, that message now says it: an
+        edit). ``AlreadySent`` when the user's ``client_message_id``
         started a run before. A new conversation may be known by the client's own id too
         (``client_conversation_id``)."""
 
@@ -201,6 +202,7 @@ _MESSAGE_TO_ANSWER = (
 )
 _DROP_AFTER = f"DELETE FROM {MESSAGE_TABLE} WHERE conversation = $1 AND created_at > $2"
 _ANSWER_WITH = f"UPDATE {MESSAGE_TABLE} SET run_id = $1 WHERE id = $2"
+_EDIT_MESSAGE = f"UPDATE {MESSAGE_TABLE} SET content = $1 WHERE id = $2"
 _INSERT_EVENT = f"INSERT INTO {RUN_EVENT_TABLE} (run, seq, payload) VALUES ($1, $2, $3)"
 _FINISH_RUN = (
     f"UPDATE {RUN_TABLE} SET status = $1, input_tokens = $2, output_tokens = $3, error_code = $4, "
@@ -355,7 +357,7 @@ class SQLRunStore:
                 await self._execute(connection, _INSERT_MESSAGE, uuid.UUID(said.id), key, said.run_id, "user",
                                     message, None, "completed", None, started)
             else:
-                said = await self._answer_again(connection, key, again, str(run_id))
+                said = await self._answer_again(connection, key, again, str(run_id), message or None)
             return await self._insert_run(connection, run_id, key, user_id, agent, started, client_message_id,
                                           title, said, created=conversation_id is None)
 
@@ -425,7 +427,7 @@ class SQLRunStore:
                       created_conversation=created, title=title, user_message=said, start=start)
 
     async def _answer_again(self, connection: Any, conversation: uuid.UUID, message_id: str,
-                            run_id: str) -> MessageView:
+                            run_id: str, edited: str | None = None) -> MessageView:
         key = parse_id(message_id)
         row = key and await self._fetch_row(connection, _MESSAGE_TO_ANSWER, key, conversation)
         if not row:
@@ -435,6 +437,9 @@ class SQLRunStore:
             raise InvalidInput("Only a user message can be answered again.", field="item_id")
         await self._execute(connection, _DROP_AFTER, conversation, created_at)
         await self._execute(connection, _ANSWER_WITH, run_id, key)
+        if edited is not None:
+            await self._execute(connection, _EDIT_MESSAGE, edited, key)
+            content = edited
         return MessageView(id=str(key), role="user", content=content, status=status,
                            created_at=self._timestamp(created_at), run_id=run_id, feedback=feedback)
 
