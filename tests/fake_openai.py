@@ -364,3 +364,13 @@ def _responses_frames(reply: Reply, model: str) -> list[tuple[bool, bytes]]:
              "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
     event("response.completed", response=response("completed", output, usage))
     return frames
+
+
+# A model that adds two tasks, then calls delete_task on both in one turn (parallel calls):
+# what the approval tests of every transport script.
+TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN = (
+    Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
+    Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
+    Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}), ToolCall("delete_task", {"title": "walk the dog"}))),
+    Reply.say("Deleted what you allowed."),
+)

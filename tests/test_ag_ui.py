@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from app.main import create_app
 from domain import events as chat
 from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for
-from tests.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.fake_openai import FakeOpenAI, Reply, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
 from transports.ag_ui import EventTranslator
@@ -364,13 +364,7 @@ def test_two_interrupts_answered_one_at_a_time(settings):
     one streams the continuation, which ran only the approved call."""
     fake = FakeOpenAI().start()
     try:
-        fake.script(
-            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
-            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
-            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
-                              ToolCall("delete_task", {"title": "walk the dog"}))),
-            Reply.say("Deleted what you allowed."),
-        )
+        fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
         approving = msgspec.structs.replace(settings, tool_approval="delete_task", openai_api_key="sk-test",
                                             openai_base_url=fake.base_url, chat_model="fake-model")
         with TestClient(create_app(approving), timeout=30) as client:

@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 
 from app.main import create_app
 from tests.conftest import auth, count_rows, start_live_server, token_for
-from tests.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.fake_openai import FakeOpenAI, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -303,13 +303,7 @@ def test_two_calls_answered_one_request_at_a_time_then_together(settings):
     answered in its message): the second decides, and the continuation runs only the approved."""
     fake = FakeOpenAI().start()
     try:
-        fake.script(
-            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
-            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
-            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
-                              ToolCall("delete_task", {"title": "walk the dog"}))),
-            Reply.say("Deleted what you allowed."),
-        )
+        fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
         approving = msgspec.structs.replace(settings, tool_approval="delete_task", openai_api_key="sk-test",
                                             openai_base_url=fake.base_url, chat_model="fake-model")
         with TestClient(create_app(approving), timeout=30) as client:

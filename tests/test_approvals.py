@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 
 from app.main import create_app
 from tests.conftest import ServerProcess, auth, count_rows, token_for
-from tests.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.fake_openai import FakeOpenAI, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 from tests.sse import parse_frames, text_of
 
 
@@ -126,13 +126,7 @@ def test_two_pending_calls_in_one_turn_are_each_decided_then_it_goes_on(approvin
     calls are decided, and runs only the approved one."""
     fake = FakeOpenAI().start()
     try:
-        fake.script(
-            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
-            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
-            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
-                              ToolCall("delete_task", {"title": "walk the dog"}))),
-            Reply.say("Deleted what you allowed."),
-        )
+        fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
         settings = msgspec.structs.replace(approving, openai_api_key="sk-test", openai_base_url=fake.base_url,
                                            chat_model="fake-model", openai_api="responses" if api == "responses" else None)
         with TestClient(create_app(settings), timeout=30) as client:

@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 from app.main import create_app
 from domain.approvals import describe
 from tests.conftest import auth, count_rows, fetch_rows, start_live_server
-from tests.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.fake_openai import FakeOpenAI, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 from tests.test_chatkit import (
     ITEM_PAGE,
     add,
@@ -266,13 +266,7 @@ def test_two_cards_in_one_reply_the_first_click_only_updates_its_card(approving)
     """A real model's parallel calls (a local fake provider): the reply goes on at the last click."""
     fake = FakeOpenAI().start()
     try:
-        fake.script(
-            Reply.call("add_task", {"title": "buy milk"}), Reply.say("Added."),
-            Reply.call("add_task", {"title": "walk the dog"}), Reply.say("Added."),
-            Reply(tool_calls=(ToolCall("delete_task", {"title": "buy milk"}),
-                              ToolCall("delete_task", {"title": "walk the dog"}))),
-            Reply.say("Deleted what you allowed."),
-        )
+        fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
         settings = msgspec.structs.replace(approving, openai_api_key="sk-test", openai_base_url=fake.base_url,
                                            chat_model="fake-model")
         with TestClient(create_app(settings), timeout=30) as client:
