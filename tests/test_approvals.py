@@ -14,17 +14,6 @@ from tests.fake_openai import FakeOpenAI, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TUR
 from tests.sse import parse_frames, text_of
 
 
-@pytest.fixture
-def approving(settings):
-    return msgspec.structs.replace(settings, tool_approval="delete_task")
-
-
-@pytest.fixture
-def client(approving):
-    with TestClient(create_app(approving), timeout=30) as test_client:
-        yield test_client
-
-
 def chat(client, message: str, conversation_id: str | None = None, user: str = "alice") -> list[dict]:
     response = client.post(f"/api/{user}/chat/stream", json={"message": message, "conversation_id": conversation_id},
                            headers=auth(user))
@@ -121,13 +110,13 @@ def test_a_new_message_rejects_the_pending_call_and_starts_normally(client):
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
-def test_two_pending_calls_in_one_turn_are_each_decided_then_it_goes_on(approving, api):
+def test_two_pending_calls_in_one_turn_are_each_decided_then_it_goes_on(settings, api):
     """A real model's parallel calls (a local fake provider): the continuation starts once both
     calls are decided, and runs only the approved one."""
     fake = FakeOpenAI().start()
     try:
         fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
-        settings = msgspec.structs.replace(approving, openai_api_key="sk-test", openai_base_url=fake.base_url,
+        settings = msgspec.structs.replace(settings, openai_api_key="sk-test", openai_base_url=fake.base_url,
                                            chat_model="fake-model", openai_api="responses" if api == "responses" else None)
         with TestClient(create_app(settings), timeout=30) as client:
             conversation = chat(client, "add buy milk")[0]["conversation_id"]
@@ -177,9 +166,9 @@ def test_approval_over_the_websocket(client, approve):
     assert titles(client) == ([] if approve else ["buy milk"])
 
 
-def test_a_restart_between_the_request_and_the_decision_resumes_the_stored_state(approving):
+def test_a_restart_between_the_request_and_the_decision_resumes_the_stored_state(settings):
     """kill -9 after the run asked; another process answers the decision from the database."""
-    first = ServerProcess(approving, TOOL_APPROVAL="delete_task")
+    first = ServerProcess(settings, TOOL_APPROVAL="delete_task")
     try:
         with httpx.Client(base_url=first.url, headers=auth("alice"), timeout=30) as http:
             added = parse_frames(http.post("/api/alice/chat/stream", json={"message": "add buy milk"}).content)
@@ -189,7 +178,7 @@ def test_a_restart_between_the_request_and_the_decision_resumes_the_stored_state
     finally:
         first.stop()
     request = next(e for e in events if e["type"] == "approval_request")
-    restarted = ServerProcess(approving, TOOL_APPROVAL="delete_task")
+    restarted = ServerProcess(settings, TOOL_APPROVAL="delete_task")
     try:
         with httpx.Client(base_url=restarted.url, headers=auth("alice"), timeout=30) as http:
             response = http.post(f"/api/alice/runs/{events[0]['run_id']}/approvals",

@@ -45,17 +45,6 @@ from tests.test_chatkit import (
 ITEM = TypeAdapter(ThreadItem)
 
 
-@pytest.fixture
-def approving(settings):
-    return msgspec.structs.replace(settings, tool_approval="delete_task")
-
-
-@pytest.fixture
-def client(approving):
-    with TestClient(create_app(approving), timeout=30) as test_client:
-        yield test_client
-
-
 def titles(client, user: str = "alice") -> list[str]:
     return [task["title"] for task in client.get(f"/api/{user}/tasks", headers=auth(user)).json()]
 
@@ -262,12 +251,12 @@ def test_an_action_without_a_type_is_a_400(client):
     assert response.json()["detail"] == "Invalid ChatKit request: Object missing required field `type` (at params.action)."
 
 
-def test_two_cards_in_one_reply_the_first_click_only_updates_its_card(approving):
+def test_two_cards_in_one_reply_the_first_click_only_updates_its_card(settings):
     """A real model's parallel calls (a local fake provider): the reply goes on at the last click."""
     fake = FakeOpenAI().start()
     try:
         fake.script(*TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN)
-        settings = msgspec.structs.replace(approving, openai_api_key="sk-test", openai_base_url=fake.base_url,
+        settings = msgspec.structs.replace(settings, openai_api_key="sk-test", openai_base_url=fake.base_url,
                                            chat_model="fake-model")
         with TestClient(create_app(settings), timeout=30) as client:
             thread_id = stream_events(chatkit(client, create("add buy milk")))[0]["thread"]["id"]
@@ -293,9 +282,9 @@ def test_two_cards_in_one_reply_the_first_click_only_updates_its_card(approving)
         fake.stop()
 
 
-def test_closing_the_continuation_stream_is_stop(approving):
+def test_closing_the_continuation_stream_is_stop(settings):
     """The reply a click streams is a reply like any other: leaving it stops it."""
-    live = start_live_server(msgspec.structs.replace(approving, offline_token_delay_ms=50))
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=50))
     try:
         with httpx.Client(base_url=live.url, headers=auth("alice"), timeout=30) as http:
             thread_id = parse_stream(http.post("/chatkit", json=create("add buy milk")).content)[0]["thread"]["id"]
@@ -313,7 +302,7 @@ def test_closing_the_continuation_stream_is_stop(approving):
                         break  # Stop: the client closes the connection mid-reply
             assert received[1]["type"] == "thread.item.replaced"
             for _ in range(200):
-                statuses = [s for (s,) in fetch_rows(approving.database, "SELECT status FROM run ORDER BY created_at")]
+                statuses = [s for (s,) in fetch_rows(settings.database, "SELECT status FROM run ORDER BY created_at")]
                 if statuses[-1] == "cancelled":
                     break
                 time.sleep(0.05)

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 import websockets
 
-from tests.conftest import ServerProcess, auth, token_for
-from tests.test_scale_out import BROKERS, broker_env, shared_settings, ws_url
+from tests.conftest import auth, token_for
+from tests.test_scale_out import BROKERS, broker_env, shared_settings, two_instances, ws_url
 
 
 @pytest.fixture
@@ -29,14 +29,7 @@ NO_POLL = {"FOLLOW_POLL_S": "600"}
 
 @pytest.fixture(params=BROKERS)
 def pushed_instances(request, shared_settings):
-    env = {**broker_env(request.param), **NO_POLL, "RUN_LEASE_S": "1"}
-    a = ServerProcess(shared_settings, wait=False, **env)
-    b = ServerProcess(shared_settings, wait=False, **env)
-    a.wait_ready()
-    b.wait_ready()
-    yield a, b
-    a.stop()
-    b.stop()
+    yield from two_instances(shared_settings, **broker_env(request.param), **NO_POLL)
 
 
 async def sse_events(response: httpx.Response, until: str = "done"):

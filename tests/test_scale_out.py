@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -37,16 +38,22 @@ def broker_env(broker: str) -> dict[str, str]:
     return {"REDIS_URL": url}
 
 
+def two_instances(settings, **env: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers on one database, started side by side; stopped after."""
+    a = ServerProcess(settings, wait=False, RUN_LEASE_S="1", **env)
+    b = ServerProcess(settings, wait=False, RUN_LEASE_S="1", **env)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
 @pytest.fixture(params=BROKERS)
 def instances(request, shared_settings):
-    env = {**broker_env(request.param), "RUN_LEASE_S": "1"}
-    a = ServerProcess(shared_settings, wait=False, **env)
-    b = ServerProcess(shared_settings, wait=False, **env)
-    a.wait_ready()
-    b.wait_ready()
-    yield a, b
-    a.stop()
-    b.stop()
+    yield from two_instances(shared_settings, **broker_env(request.param))
 
 
 def ws_url(server: ServerProcess, user: str = "alice") -> str:

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import LiveServer, auth, fetch_rows, start_live_server, token_for
+from tests.test_ai_sdk import require_node_clients
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -456,10 +457,7 @@ def run_axe(page: Page) -> list[dict]:
 
 
 def test_axe_finds_no_serious_violation_on_the_main_screens(browser, server):
-    if not AXE.exists():
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail("axe-core is not installed: npm ci --prefix tests/node")
-        pytest.skip("needs axe-core (`npm ci --prefix tests/node`)")
+    require_node_clients()  # axe-core is pinned with them in tests/node
     chat_via_rest(server, "add buy milk")
     ARTIFACTS.mkdir(exist_ok=True)
     screens = [("light", {"width": 1280, "height": 800}), ("dark", {"width": 1280, "height": 800}),
