@@ -328,16 +328,17 @@ class RunManager:
             await asyncio.shield(asyncio.ensure_future(self._finish(run, done)))
 
     async def _finish(self, run: ActiveRun, done: bytes) -> None:
+        outcome = run.outcome()
         async with self._save_lock:
             first, unsaved = run.take_unsaved()
             last = [*unsaved, done]
             await self._until_stored(f"the outcome of run {run.id}",
-                                     lambda: self.store.finish_run(run.outcome(), (run.id, first, last)))
+                                     lambda: self.store.finish_run(outcome, (run.id, first, last)))
         self._active.pop(run.id, None)
         run.close(last)
         self.notices.committed(run.id, first + len(last) - 1)
         self.feed.tell(run.user_id, feed.RunEnded(run_id=run.id, conversation_id=run.conversation_id,
-                                                  status=run.outcome().status))
+                                                  status=outcome.status))
 
     async def _until_stored(self, what: str, save: Callable[[], Awaitable[None]]) -> None:
         """Retried with backoff until it lands: what is not stored is never shown."""

@@ -326,11 +326,7 @@ class SQLRunStore:
                 if sent:  # a retry: no limits counted, nothing written
                     raise AlreadySent(RunRecord(id=str(sent[0]), conversation_id=str(sent[1]), user_id=sent[2],
                                                 status=sent[3], message_id=sent[4]))
-            # Counted in the database, inside the write, so the limits hold across instances.
-            active, recent, oldest, tokens = await self._fetch_row(
-                connection, LIMIT_COUNTS, user_id, started - PER_MINUTE, usage_day(started)
-            ) or (0, 0, None, None)
-            limits.check_runs(active, recent, oldest and self._timestamp(oldest), started, tokens or 0)
+            await self._admit(connection, user_id, limits, started, a_message=True)
             if conversation_id is None:
                 key, title = uuid.uuid4(), title_for(message)
                 try:
@@ -396,16 +392,23 @@ class SQLRunStore:
                 return Decided(None, waiting)
             # The last decision: the continuation starts now, as one more reply in the conversation.
             # It counts as a start: the reply limits and the day's quota hold for it too.
-            active, _, _, tokens = await self._fetch_row(
-                connection, LIMIT_COUNTS, user_id, decided - PER_MINUTE, usage_day(decided)
-            ) or (0, 0, None, None)
-            limits.check_runs(active, 0, None, decided, tokens or 0)
+            await self._admit(connection, user_id, limits, decided, a_message=False)
             conversation_key = conversation if isinstance(conversation, uuid.UUID) else uuid.UUID(str(conversation))
             new = await self._insert_run(connection, uuid.uuid4(), conversation_key, user_id, agent, decided, None)
             await self._execute(connection, _SET_STATE, None, run_key)  # used once
         pending = [PendingCall(call_id, name, _json(arguments)) for call_id, name, arguments, _, _ in calls]
         decisions = [Decision(c, made == "approved", reason) for c, _, _, made, reason in calls]
         return Decided(Continuation(new, state, pending, decisions), [])
+
+    async def _admit(self, connection: Any, user_id: str, limits: Limits, at: datetime, *, a_message: bool) -> None:
+        """The user's limits, counted in the database inside the write, so they hold across
+        instances; a continuation is no new message (the per-minute limit leaves it alone)."""
+        active, recent, oldest, tokens = await self._fetch_row(
+            connection, LIMIT_COUNTS, user_id, at - PER_MINUTE, usage_day(at)
+        ) or (0, 0, None, None)
+        if not a_message:
+            recent, oldest = 0, None
+        limits.check_runs(active, recent, oldest and self._timestamp(oldest), at, tokens or 0)
 
     async def _insert_run(self, connection: Any, run_id: uuid.UUID, conversation: uuid.UUID, user_id: str,
                           agent: str, started: datetime, client_message_id: str | None,
