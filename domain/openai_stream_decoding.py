@@ -34,12 +34,14 @@ from typing import Any, Literal, get_args, get_origin
 
 import httpx2
 import msgspec
-from openai import AsyncOpenAI
+from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._models import construct_type
 from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel, ValidationError
+
+from domain.aiohttp_transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -300,4 +302,9 @@ async def _stock_rest(head: bytes, iterator: AsyncIterator[bytes]) -> AsyncItera
 
 
 def make_client(fast_path: bool, **options: Any) -> AsyncOpenAI:
-    return FastDecodingAsyncOpenAI(**options) if fast_path else AsyncOpenAI(**options)
+    """The stock client, or the fast path: this decoding over the aiohttp transport."""
+    if not fast_path:
+        return AsyncOpenAI(**options)
+    # The client's own defaults (timeouts, connection limits, redirects), another transport.
+    http_client = DefaultAsyncHttpxClient(transport=AiohttpTransport(limits=DEFAULT_CONNECTION_LIMITS))
+    return FastDecodingAsyncOpenAI(http_client=http_client, **options)

@@ -49,12 +49,19 @@ def api(request) -> str:
     return request.param
 
 
+# Every test here runs on both provider paths: the fast one (aiohttp, compiled decoding) must
+# give the user what the stock ``openai`` client gives, failures and their codes included.
+@pytest.fixture(params=["fast", "stock"])
+def provider_path(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def model_settings(settings, fake, api) -> Settings:
+def model_settings(settings, fake, api, provider_path) -> Settings:
     """A compatible server at OPENAI_BASE_URL: Chat Completions unless OPENAI_API says otherwise."""
     return msgspec.structs.replace(
         settings, openai_api_key=KEY, openai_base_url=fake.base_url, chat_model=MODEL,
-        openai_api="responses" if api == "responses" else None,
+        openai_api="responses" if api == "responses" else None, provider_fast_path=provider_path == "fast",
     )
 
 

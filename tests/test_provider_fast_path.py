@@ -29,6 +29,7 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel
 
 from app.main import create_app
+from domain.aiohttp_transport import AiohttpTransport
 from domain.models import ModelConfig, build_model
 from domain.openai_stream_decoding import (
     FastDecodingAsyncOpenAI,
@@ -285,3 +286,5 @@ def test_provider_fast_path_chooses_the_client(fast_path):
     model, _, _ = build_model(ModelConfig(base_url="http://127.0.0.1:9/v1", fast_path=fast_path))
     assert (type(model._client) is FastDecodingAsyncOpenAI) is fast_path
     assert isinstance(model._client, AsyncOpenAI)
+    # The fast path reads the provider's HTTP stream with aiohttp.
+    assert isinstance(model._client._client._transport, AiohttpTransport) is fast_path
