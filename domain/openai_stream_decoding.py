@@ -37,11 +37,14 @@ import msgspec
 from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._models import construct_type
 from openai._streaming import ServerSentEvent, SSEDecoder
+from openai.resources.chat import AsyncChat
+from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel, ValidationError
 
 from domain.aiohttp_transport import AiohttpTransport
+from domain.openai_request_body import PlainBodyChat, PlainBodyResponses
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,16 @@ def fast_decoder(cast_to: Any) -> Decode | None:
 
 
 class FastDecodingAsyncOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` whose streamed chunks are decoded by the fast path, stock otherwise."""
+    """``AsyncOpenAI`` whose streamed chunks are decoded by the fast path, stock otherwise, and
+    whose model requests are sent without the type walk (``domain/openai_request_body.py``)."""
+
+    @functools.cached_property
+    def responses(self) -> AsyncResponses:
+        return PlainBodyResponses(self)
+
+    @functools.cached_property
+    def chat(self) -> AsyncChat:
+        return PlainBodyChat(self)
 
     def _process_response_data(self, *, data: object, cast_to: Any, response: httpx2.Response) -> Any:
         decode = _DECODERS.get(id(cast_to))

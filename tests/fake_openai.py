@@ -90,6 +90,7 @@ class Received:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    raw: bytes = b""  # the body as sent
     completed: bool = False  # the whole response was sent
     disconnected: threading.Event = field(default_factory=threading.Event)  # client hung up mid-stream
 
@@ -178,7 +179,7 @@ class FakeOpenAI:
                 break
         raw = b"".join(chunks)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        record = Received(path=scope["path"], body=json.loads(raw) if raw else {}, headers=headers)
+        record = Received(path=scope["path"], body=json.loads(raw) if raw else {}, headers=headers, raw=raw)
         with self._lock:
             self.requests.append(record)
         reply = self._next_reply()
