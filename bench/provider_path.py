@@ -1,7 +1,7 @@
 """The provider path: a real-model reply through the ``openai`` client, stock and fast decoding.
 
     .venv/bin/python -m bench.provider_path [--api both|chat_completions|responses|none] [--deltas 300]
-        [--concurrency 10] [--rounds 6] [--paced 25,50,100,150,200,300] [--json]
+        [--concurrency 10] [--replies 3] [--rounds 6] [--paced 25,50,100,150,200,300] [--json]
 
 A local fake provider (``bench.fake_provider``: the tests' fake OpenAI server, a process of its
 own) streams every request a text reply of ``--deltas`` pieces. For each wire API, in one run:
@@ -11,8 +11,10 @@ own) streams every request a text reply of ``--deltas`` pieces. For each wire AP
 - **server, stock** (``PROVIDER_FAST_PATH=0``) and **server, fast**: ``chat-server serve`` (one
   worker, SQLite), ``chat/stream`` over SSE, server CPU from ``/proc``;
 
-each ``--concurrency`` replies at once, ``--rounds`` times after a warm-up round, the paths in
-turn round by round: CPU µs per text delta, the median round. Then **paced capacity** on the
+``--concurrency`` streams at once, each asking for ``--replies`` replies one after another, a
+round; ``--rounds`` rounds after a warm-up round, the paths in turn round by round: CPU µs per
+text delta, the median round. (The server's CPU is read from ``/proc`` in 10 ms ticks: a round
+of 10 × 3 replies of 300 deltas reads to ≈ 1 µs a delta.) Then **paced capacity** on the
 server (fast path, then stock): N replies started within one second through a fake provider
 pacing 50 deltas/s; the largest N whose replies reach ≥ 95 % of 50 deltas/s with a gap p99
 under 50 ms and no errors. The fake provider runs on the same 2 cores.
@@ -69,7 +71,7 @@ def fake_provider(deltas: int, interval_ms: float = 0.0) -> Iterator[str]:
 # median of its rounds.
 
 
-async def sdk_alone(base_url: str, api: str, concurrency: int, rounds: int) -> dict[str, dict[str, Any]]:
+async def sdk_alone(base_url: str, api: str, concurrency: int, replies: int, rounds: int) -> dict[str, dict[str, Any]]:
     from agents import RunConfig, Runner, set_tracing_disabled
     from agents.stream_events import RawResponsesStreamEvent
     from openai.types.responses import ResponseTextDeltaEvent
@@ -91,11 +93,12 @@ async def sdk_alone(base_url: str, api: str, concurrency: int, rounds: int) -> d
 
     async def one(agent) -> int:
         # The tools are never called (the reply is text), so no database is needed.
-        result = Runner.run_streamed(copy.copy(agent), "hello", context=None, max_turns=10, run_config=config)
         texts = 0
-        async for event in result.stream_events():
-            if isinstance(event, RawResponsesStreamEvent) and isinstance(event.data, ResponseTextDeltaEvent):
-                texts += 1
+        for _ in range(replies):
+            result = Runner.run_streamed(copy.copy(agent), "hello", context=None, max_turns=10, run_config=config)
+            async for event in result.stream_events():
+                if isinstance(event, RawResponsesStreamEvent) and isinstance(event.data, ResponseTextDeltaEvent):
+                    texts += 1
         return texts
 
     async def round_(agent) -> tuple[float, int]:
@@ -125,14 +128,18 @@ def _server_env(base_url: str, api: str, fast_path: bool) -> dict[str, str]:
             "PROVIDER_FAST_PATH": "1" if fast_path else "0", "MAX_ACTIVE_RUNS_PER_USER": "1000"}
 
 
-async def servers_hot(urls: dict[str, tuple[str, int]], concurrency: int, rounds: int) -> dict[str, dict[str, Any]]:
+async def servers_hot(urls: dict[str, tuple[str, int]], concurrency: int, replies: int,
+                      rounds: int) -> dict[str, dict[str, Any]]:
     users = [(f"u{i}", token(f"u{i}")) for i in range(concurrency)]
     errors: dict[str, list] = {name: [] for name in urls}
+
+    async def replies_of(url: str, user: str, tok: str) -> list:
+        return [await sse_chat(url, user, tok, "hello") for _ in range(replies)]
 
     async def round_(name: str) -> tuple[float, int]:
         url, pid = urls[name]
         cpu = cpu_seconds(pid)
-        streams = await asyncio.gather(*(sse_chat(url, u, t, "hello") for u, t in users))
+        streams = [s for each in await asyncio.gather(*(replies_of(url, u, t) for u, t in users)) for s in each]
         errors[name] += [s.error or s.status for s in streams if s.error or s.status != "completed"]
         return cpu_seconds(pid) - cpu, sum(s.texts for s in streams)
 
@@ -188,15 +195,16 @@ async def paced_series(url: str, pid: int, ns: list[int], label: str, api: str) 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     apis = {"both": ["chat_completions", "responses"], "none": []}.get(args.api, [args.api])
-    result: dict[str, Any] = {"deltas": args.deltas, "concurrency": args.concurrency, "rounds": args.rounds}
+    result: dict[str, Any] = {"deltas": args.deltas, "concurrency": args.concurrency, "replies": args.replies,
+                              "rounds": args.rounds}
     for api in apis:
         row: dict[str, Any] = {}
         with fake_provider(args.deltas) as base_url:
-            row.update(uvloop.run(sdk_alone(base_url, api, args.concurrency, args.rounds)))
+            row.update(uvloop.run(sdk_alone(base_url, api, args.concurrency, args.replies, args.rounds)))
             with running_server(**_server_env(base_url, api, False)) as (stock_url, stock), \
                     running_server(**_server_env(base_url, api, True)) as (fast_url, fast):
                 urls = {"server_stock": (stock_url, stock.pid), "server_fast": (fast_url, fast.pid)}
-                row.update(uvloop.run(servers_hot(urls, args.concurrency, args.rounds)))
+                row.update(uvloop.run(servers_hot(urls, args.concurrency, args.replies, args.rounds)))
         for name in ("sdk_stock", "sdk_fast", "server_stock", "server_fast"):
             rounds = ", ".join(f"{x:.0f}" for x in row[name]["rounds_us_per_delta"])
             say(f"{api} {name}: {row[name]['cpu_us_per_delta']:.1f} µs/delta (median; rounds {rounds})"
@@ -222,6 +230,7 @@ def main() -> None:
                         help="the wire APIs of the CPU comparison (none: paced capacity only)")
     parser.add_argument("--deltas", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--replies", type=int, default=3, help="replies per stream per round, one after another")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--paced", default="", help="comma list of N for paced capacity (empty: skip)")
     parser.add_argument("--paced-api", choices=["chat_completions", "responses"], default="chat_completions")

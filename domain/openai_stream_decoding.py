@@ -54,10 +54,11 @@ Decode = Callable[["RawJSON | dict"], Any]
 
 def _chat_chunk_decoder() -> Decode:
     # The stock client builds a chunk with ``construct`` (no coercion); strict validation
-    # coerces nothing either, so what it accepts comes out the same.
-    validator = ChatCompletionChunk.__pydantic_validator__
-
+    # coerces nothing either, so what it accepts comes out the same. The validator is looked up
+    # at each call: ``openai``'s models build theirs at first use (until then the class holds a
+    # stand-in that rebuilds on every call).
     def decode(data: RawJSON | dict) -> Any:
+        validator = ChatCompletionChunk.__pydantic_validator__
         if type(data) is RawJSON:
             chunk = validator.validate_json(data.text, strict=True)
         else:
@@ -126,16 +127,16 @@ def _responses_event_decoder() -> Decode:
     # match (each has its own "type" literal: the pinning test checks), so validating against it
     # alone gives the same object, and constructing it when that fails too is the stock fallback.
     members = responses_event_types()
-    validators = {name: cls.__pydantic_validator__ for name, cls in members.items()}
     read_kind = msgspec.json.Decoder(_Kind).decode
 
     def decode(data: RawJSON | dict) -> Any:
         raw = type(data) is RawJSON
         kind = read_kind(data.text).type if raw else data["type"]
+        validator = members[kind].__pydantic_validator__  # looked up each time: see _chat_chunk_decoder
         try:
             if raw:
-                return validators[kind].validate_json(data.text)
-            return validators[kind].validate_python(data)
+                return validator.validate_json(data.text)
+            return validator.validate_python(data)
         except ValidationError:
             return construct_type(type_=members[kind], value=data.parsed() if raw else data)
 
