@@ -133,7 +133,7 @@ class ActiveRun:
     the group commit) and reaches the log, so any reader, only once the store has it. Its
     ``start`` was stored with the run."""
 
-    def __init__(self, new: NewRun, user_id: str, on_event: Callable[[], None], observer: RunObserver = NO_OBSERVER,
+    def __init__(self, new: NewRun, user_id: str, on_event: Callable[[ActiveRun], None], observer: RunObserver = NO_OBSERVER,
                  transport: Transport = "other", asked_at: float | None = None, tracer: RunTracer = NO_TRACER):
         self.id = new.run_id
         self.user_id = user_id
@@ -194,7 +194,7 @@ class ActiveRun:
         self._seq += 1
         event = kind(run_id=self.id, seq=self._seq, **fields)
         self._unsaved.append(events.encode(event))
-        self._on_event()
+        self._on_event(self)
         return event
 
     def take_unsaved(self) -> tuple[int, list[bytes]]:
@@ -220,7 +220,7 @@ class ActiveRun:
                     self._first_said(text=True)
                 self.transcript.text.append(delta)
                 self._unsaved.append(payload)
-                self._on_event()
+                self._on_event(self)
         elif isinstance(sdk_event, RunItemStreamEvent):
             if sdk_event.name == "tool_called":
                 raw = sdk_event.item.raw_item

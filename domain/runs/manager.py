@@ -68,6 +68,7 @@ class RunManager:
         self._active: dict[str, ActiveRun] = {}
         self._background: list[asyncio.Task[None]] = []
         self._unsaved = asyncio.Event()  # some active run has events the store has not
+        self._unsaved_runs: dict[str, ActiveRun] = {}  # which: a commit reads those, not every run
         self._save_lock = asyncio.Lock()  # one writer of run events at a time: the order holds
         self._subscriptions: dict[Subscription, str] = {}  # open ones, and whose
         self._followers: dict[str, int] = {}  # user -> open subscriptions
@@ -167,7 +168,7 @@ class RunManager:
 
     def _launch(self, new: NewRun, user_id: str, first_message: str | None = None, transport: Transport = "other",
                 asked_at: float | None = None, resume: Continuation | None = None) -> ActiveRun:
-        run = ActiveRun(new, user_id, self._unsaved.set, self.observer, transport, asked_at, self.tracer)
+        run = ActiveRun(new, user_id, self._has_unsaved, self.observer, transport, asked_at, self.tracer)
         self._active[run.id] = run
         if new.created_conversation:
             self.feed.tell(user_id, feed.ConversationCreated(conversation_id=new.conversation_id, title=new.title))
@@ -400,6 +401,10 @@ class RunManager:
                 logger.exception("the cancel subscription failed; subscribing again")
                 await asyncio.sleep(1)
 
+    def _has_unsaved(self, run: ActiveRun) -> None:
+        self._unsaved_runs[run.id] = run
+        self._unsaved.set()
+
     async def _commit_forever(self) -> None:
         """The group commit: every run's pending events in one transaction, as soon as the
         previous commit ends, then shown to readers. Under load one commit carries many
@@ -408,7 +413,8 @@ class RunManager:
             await self._unsaved.wait()
             self._unsaved.clear()
             async with self._save_lock:
-                taken = [(run, *run.take_unsaved()) for run in list(self._active.values())]
+                runs, self._unsaved_runs = self._unsaved_runs, {}
+                taken = [(run, *run.take_unsaved()) for run in runs.values()]
                 batches = [(run.id, first, unsaved) for run, first, unsaved in taken if unsaved]
                 if not batches:
                     continue
