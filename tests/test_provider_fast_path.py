@@ -27,6 +27,7 @@ from openai._utils import PropertyInfo
 from openai._models import construct_type
 from openai._streaming import AsyncStream, ServerSentEvent, SSEDecoder
 from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel
 from typing_extensions import Required, TypedDict
@@ -36,6 +37,7 @@ from domain.aiohttp_transport import AiohttpTransport
 from domain.openai_request_body import _CHAT_COMPLETIONS, _RESPONSES, _with_plain_body, movable
 from domain.models import ModelConfig, build_model
 from domain.openai_stream_decoding import (
+    PROBED_BY_THE_SDK,
     FastDecodingAsyncOpenAI,
     LineFeedSSEDecoder,
     RawJSON,
@@ -198,12 +200,20 @@ def test_unusual_framing_is_decoded_as_the_stock_decoder_does(body):
 
 
 def assert_same_object(fast: Any, stock: Any, where: str = "chunk") -> None:
-    """The same types, values, set fields and extra fields, all the way down."""
+    """The same types, values, set fields and extra fields, all the way down. A chat delta may
+    also hold the fast path's ``None`` answers to the SDK's probes, which pydantic never shows."""
     assert type(fast) is type(stock), where
     if isinstance(stock, BaseModel):
         assert fast.model_fields_set == stock.model_fields_set, where
         assert fast.__pydantic_extra__ == stock.__pydantic_extra__, where
-        assert fast.__dict__.keys() == stock.__dict__.keys(), where
+        answered = fast.__dict__.keys() - stock.__dict__.keys()
+        if isinstance(stock, ChoiceDelta):
+            # (none on a chunk the fast decoder handed to the stock code)
+            assert answered in (set(), set(PROBED_BY_THE_SDK) - set(stock.__pydantic_extra__ or {})), where
+            assert all(fast.__dict__[name] is None for name in answered), where
+            assert (fast == stock, repr(fast), fast.model_dump_json()) == (True, repr(stock), stock.model_dump_json())
+        else:
+            assert not answered, where
         for key in stock.__dict__:
             assert_same_object(fast.__dict__[key], stock.__dict__[key], f"{where}.{key}")
     elif isinstance(stock, list | tuple):
@@ -292,6 +302,18 @@ def test_the_openai_internals_the_fast_path_hooks_are_where_it_expects_them():
     # union first: the two decoders mirror exactly that.
     assert "return type_.construct(**value)" in inspect.getsource(construct_type)
     assert "return validate_type(type_=original_type or type_, value=value)" in inspect.getsource(construct_type)
+    # The provider extensions the SDK's chat stream handler probes on a delta, beyond its fields,
+    # are the ones the fast path answers, and each probe reads None as absent (the conformance
+    # suite checks the events).
+    from agents.models import chatcmpl_stream_handler
+
+    handler = inspect.getsource(chatcmpl_stream_handler)
+    probed = set(re.findall(r'(?:hasattr|getattr)\(delta, "(\w+)"', handler)) - set(ChoiceDelta.model_fields)
+    assert probed == set(PROBED_BY_THE_SDK)
+    for name in PROBED_BY_THE_SDK:
+        for probe in re.findall(rf'[^\n]*(?:hasattr|getattr)\(delta, "{name}"[^\n]*', handler):
+            assert re.search(rf'hasattr\(delta, "{name}"\) and delta\.{name}\b|getattr\(delta, "{name}", None\)'
+                             rf'|if hasattr\(delta, "{name}"\):$', probe.strip()), probe
     # Every member of the Responses event union is reachable by its "type".
     union = get_args(get_args(ResponseStreamEvent)[0])
     # Each member has a "type" of its own, so the member it names is the only one that can match.
