@@ -1,5 +1,5 @@
 """The whole benchmark: floors, hot stream, replay, paced load, idle connections, cancel
-latency and persistence, written to ``bench/RESULTS.md``, ``bench/results.json`` and
+latency, persistence and the provider path, written to ``bench/RESULTS.md``, ``bench/results.json`` and
 ``bench/results.png``.
 
     .venv/bin/pip install -e '.[bench]'          # matplotlib, for the plot
@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import cancel_latency
+from bench import cancel_latency, provider_path
 from bench.client import SSESession, Stream, sse_chat, sse_get, sse_open, ws_chat, ws_connect
 from bench.procstat import cpu_seconds, raise_fd_limit, rss_bytes
 from bench.server import percentile, running_server, token
@@ -57,6 +57,8 @@ class Plan:
         self.replays = 40 if quick else 120  # enough CPU ticks (10 ms each) to read µs per event
         self.ttft_runs = 20 if quick else 50
         self.paced_ns = [100, 250] if quick else [100, 250, 500, 1000]
+        self.provider_rounds = 3 if quick else 6  # bench.provider_path: each 10 streams × 3 replies
+        self.provider_paced_ns = [] if quick else [50, 100, 150, 200, 250, 300]
         self.paced_words = 150 if quick else 300  # 3 s or 6 s at 50 events/s
         self.workers_2_ns = [250] if quick else [250, 500, 1000]
         self.persistence_ns = [100] if quick else [100, 500]
@@ -444,7 +446,17 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if "cancel" in r:
         for kind, values in r["cancel"].items():
             out.append((f"cancel p99 < 50 ms ({kind})", f"{values['p99_ms']:.1f} ms", values["p99_ms"] < 50))
+    for api in PROVIDER_APIS:
+        if api in r.get("provider", {}):
+            ratio = r["provider"][api]["server_fast_over_sdk_stock"]
+            out.append((f"provider path ({api}): server CPU per delta ≤ 1/3 of the SDK alone, stock client",
+                        f"{ratio:.2f}×", ratio <= 1 / 3))
     return out
+
+
+PROVIDER_APIS = ("chat_completions", "responses")
+PROVIDER_PATHS = (("sdk_stock", "SDK alone, stock `openai` client"), ("sdk_fast", "SDK alone, fast client"),
+                  ("server_stock", "server, `PROVIDER_FAST_PATH=0`"), ("server_fast", "server, fast path (default)"))
 
 
 def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path) -> None:
@@ -551,6 +563,22 @@ def write_report(r: dict[str, Any], baseline: dict[str, Any] | None, path: Path)
     for kind, values in r.get("cancel", {}).items():
         lines.append(f"| {kind} | {values['count']} | {both(lambda x: x['cancel'][kind]['p50_ms'], 2)} | "
                      f"{both(lambda x: x['cancel'][kind]['p99_ms'], 2)} | {both(lambda x: x['cancel'][kind]['max_ms'], 2)} |")
+    if "provider" in r:
+        lines += ["", "## The provider path (a model behind an OpenAI-compatible server: `bench.provider_path`)", "",
+                  "CPU µs per text delta: 10 streams × 3 replies of 300 deltas a round, the paths in turn round "
+                  "by round, the median round.", "",
+                  "| path | Chat Completions | Responses |", "|---|---:|---:|"]
+        for key, label in PROVIDER_PATHS:
+            lines.append(f"| {label} | " + " | ".join(
+                both(lambda x, api=api, key=key: x["provider"][api][key]["cpu_us_per_delta"]) for api in PROVIDER_APIS) + " |")
+        lines.append("| server fast ÷ SDK alone stock | " + " | ".join(
+            both(lambda x, api=api: x["provider"][api]["server_fast_over_sdk_stock"], 2) for api in PROVIDER_APIS) + " |")
+        for label in ("fast", "stock"):
+            if (paced := r["provider"].get(f"paced_{label}")) is not None:
+                series = ", ".join(f"N={m['n']}: {m['achieved_pct_of_ideal']:.1f}% / gap p99 {m['gap_p99_ms']:.1f} ms"
+                                   for m in paced["series"])
+                lines += ["", f"Paced capacity, {label} path (Chat Completions, 50 deltas/s a reply, one worker): "
+                              f"**N = {paced['capacity']}** ({series})."]
     lines += ["", "## Targets", "", "| target | figure | met |", "|---|---|---|"]
     for name, figure, ok in targets(r):
         lines.append(f"| {name} | {figure} | {'–' if ok is None else 'yes' if ok else 'no'} |")
@@ -644,6 +672,12 @@ def run(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
                                     "max_ms": max(v)} for kind, v in cancels.items()}
         say("  " + ", ".join(f"{k}: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms"
                              for k, v in results["cancel"].items()))
+
+    say("provider path: a fake OpenAI-compatible provider, the SDK alone and the server, stock and fast")
+    results["provider"] = provider_path.run(argparse.Namespace(
+        api="both", deltas=300, concurrency=10, replies=3, rounds=plan.provider_rounds,
+        paced=",".join(map(str, plan.provider_paced_ns)), paced_api="chat_completions", paced_deltas=300,
+    ))
 
     if args.postgres and not _reachable(args.postgres):
         results["notes"].append(f"- PostgreSQL at `{args.postgres}` was not reachable: no PostgreSQL or "

@@ -51,7 +51,7 @@ _DONE = b'data: {"type":"done","run_id":"%s","seq":0,"status":"completed"}\n\n' 
 
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return

@@ -16,7 +16,12 @@ A chunk the fast decoder cannot read (a provider's ``finish_reason: "eos"``, a `
 string belongs, an event type ``openai`` does not know…) is built by the stock code, for that
 chunk only: the reply never fails for it. The SSE framing is split by a lean decoder for
 ``event:`` / ``data:`` / comment lines (LF or CRLF) and handed to the stock decoder at the first
-``id:``, ``retry:`` or lone CR.
+``id:``, ``retry:`` or lone CR. A chat delta also answers the agents SDK's per-chunk probes for
+provider extensions it lacks (``PROBED_BY_THE_SDK``) with ``None``, out of pydantic's sight.
+
+The client built here (``make_client``) also reads the HTTP stream over aiohttp
+(``domain/aiohttp_transport.py``) and sends the conversation without the client's type walk
+(``domain/openai_request_body.py``).
 
 These are internals of ``openai`` (the client's ``_process_response_data`` and
 ``_make_sse_decoder`` hooks, ``ServerSentEvent``, ``construct_type``), used here and nowhere
