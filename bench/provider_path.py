@@ -1,7 +1,7 @@
 """The provider path: a real-model reply through the ``openai`` client, stock and fast decoding.
 
     .venv/bin/python -m bench.provider_path [--api both|chat_completions|responses|none] [--deltas 300]
-        [--concurrency 10] [--replies 3] [--rounds 6] [--paced 25,50,100,150,200,300] [--json]
+        [--concurrency 10] [--replies 3] [--rounds 6] [--paced 25,50,100,150,200,300] [--before-ref REF] [--json]
 
 A local fake provider (``bench.fake_provider``: the tests' fake OpenAI server, a process of its
 own) streams every request a text reply of ``--deltas`` pieces. For each wire API, in one run:
@@ -11,9 +11,10 @@ own) streams every request a text reply of ``--deltas`` pieces. For each wire AP
 - **server, stock** (``PROVIDER_FAST_PATH=0``) and **server, fast**: ``chat-server serve`` (one
   worker, SQLite), ``chat/stream`` over SSE, server CPU from ``/proc``;
 
-``--concurrency`` streams at once, each asking for ``--replies`` replies one after another, a
-round; ``--rounds`` rounds after a warm-up round, the paths in turn round by round: CPU µs per
-text delta, the median round. (The server's CPU is read from ``/proc`` in 10 ms ticks: a round
+``--concurrency`` streams at once, each asking for ``--replies`` replies one after another on one
+kept-alive connection, a round; ``--rounds`` rounds after a warm-up round, the paths in turn round by round: CPU µs per
+text delta, the median round. With ``--before-ref`` the server's fast path at that git commit
+(extracted to a temporary directory) is measured too, in the same rounds: the "before". (The server's CPU is read from ``/proc`` in 10 ms ticks: a round
 of 10 × 3 replies of 300 deltas reads to ≈ 1 µs a delta.) Then **paced capacity** on the
 server (fast path, then stock): N replies started within one second through a fake provider
 pacing 50 deltas/s; the largest N whose replies reach ≥ 95 % of 50 deltas/s with a gap p99
@@ -29,13 +30,15 @@ import copy
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from bench.client import sse_chat
+from bench.client import SSESession, sse_chat
 from bench.procstat import cpu_seconds
 from bench.server import percentile, running_server, token
 
@@ -134,7 +137,13 @@ async def servers_hot(urls: dict[str, tuple[str, int]], concurrency: int, replie
     errors: dict[str, list] = {name: [] for name in urls}
 
     async def replies_of(url: str, user: str, tok: str) -> list:
-        return [await sse_chat(url, user, tok, "hello") for _ in range(replies)]
+        # One kept-alive connection per stream, as browsers and the AI SDK's transports keep
+        # theirs (a new TCP connection costs the server ≈ 1 ms of CPU, 3 µs a delta here).
+        session = SSESession(url, user, tok)
+        try:
+            return [await session.chat("hello") for _ in range(replies)]
+        finally:
+            session.close()
 
     async def round_(name: str) -> tuple[float, int]:
         url, pid = urls[name]
@@ -193,19 +202,39 @@ async def paced_series(url: str, pid: int, ns: list[int], label: str, api: str) 
 # -- the run ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[str | None]:
+    """The code at git commit ``ref`` in a temporary directory (None without a ref)."""
+    if not ref:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="chat-before-") as directory:
+        here = Path(__file__).resolve().parent.parent
+        archive = subprocess.run(["git", "-C", str(here), "archive", ref], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+        yield directory
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     apis = {"both": ["chat_completions", "responses"], "none": []}.get(args.api, [args.api])
     result: dict[str, Any] = {"deltas": args.deltas, "concurrency": args.concurrency, "replies": args.replies,
                               "rounds": args.rounds}
+    before_ref = getattr(args, "before_ref", "")
+    names = ["sdk_stock", "sdk_fast", "server_stock", "server_fast"] + (["server_fast_before"] if before_ref else [])
     for api in apis:
         row: dict[str, Any] = {}
-        with fake_provider(args.deltas) as base_url:
+        with fake_provider(args.deltas) as base_url, checkout(before_ref) as before, contextlib.ExitStack() as servers:
             row.update(uvloop.run(sdk_alone(base_url, api, args.concurrency, args.replies, args.rounds)))
-            with running_server(**_server_env(base_url, api, False)) as (stock_url, stock), \
-                    running_server(**_server_env(base_url, api, True)) as (fast_url, fast):
-                urls = {"server_stock": (stock_url, stock.pid), "server_fast": (fast_url, fast.pid)}
-                row.update(uvloop.run(servers_hot(urls, args.concurrency, args.replies, args.rounds)))
-        for name in ("sdk_stock", "sdk_fast", "server_stock", "server_fast"):
+            urls = {}
+            for name, fast, cwd in (("server_stock", False, None), ("server_fast", True, None),
+                                    ("server_fast_before", True, before)):
+                if name in names:
+                    url, process = servers.enter_context(running_server(cwd=cwd, **_server_env(base_url, api, fast)))
+                    urls[name] = (url, process.pid)
+            row.update(uvloop.run(servers_hot(urls, args.concurrency, args.replies, args.rounds)))
+        if before_ref:
+            row["server_fast_before"]["ref"] = before_ref
+        for name in names:
             rounds = ", ".join(f"{x:.0f}" for x in row[name]["rounds_us_per_delta"])
             say(f"{api} {name}: {row[name]['cpu_us_per_delta']:.1f} µs/delta (median; rounds {rounds})"
                 + (f", {row[name]['error_count']} errors" if "error_count" in row[name] else ""))
@@ -235,6 +264,7 @@ def main() -> None:
     parser.add_argument("--paced", default="", help="comma list of N for paced capacity (empty: skip)")
     parser.add_argument("--paced-api", choices=["chat_completions", "responses"], default="chat_completions")
     parser.add_argument("--paced-deltas", type=int, default=300)
+    parser.add_argument("--before-ref", default="", help="a git commit whose fast path is measured too, as the before")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args)
