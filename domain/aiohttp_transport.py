@@ -68,7 +68,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 limit_per_host=0,
-                keepalive_timeout=self._limits.keepalive_expiry or 0,
+                keepalive_timeout=self._limits.keepalive_expiry,  # None: idle connections kept
                 ssl=self._ssl,
             )
             # Cookies are the httpx2 client's: the session keeps none of its own.
