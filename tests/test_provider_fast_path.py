@@ -12,6 +12,7 @@ are pinned.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import inspect
 import json
 import re
@@ -35,7 +36,7 @@ from typing_extensions import Required, TypedDict
 from app.main import create_app
 from domain.aiohttp_transport import AiohttpTransport
 from domain.openai_request_body import _CHAT_COMPLETIONS, _RESPONSES, _with_plain_body, movable
-from domain.models import ModelConfig, build_model
+from domain.models import ModelConfig, build_model, close_model
 from domain.openai_stream_decoding import (
     PROBED_BY_THE_SDK,
     FastDecodingAsyncOpenAI,
@@ -369,3 +370,50 @@ def test_a_value_that_is_not_plain_json_is_walked_and_the_callers_extra_body_win
     assert _with_plain_body(model_value, _CHAT_COMPLETIONS)["extra_body"] == {
         "tools": [], "stream_options": {"include_usage": True},
     }
+
+
+# -- the HTTP transport ----------------------------------------------------------------------------
+
+
+async def _not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+
+
+async def _gzipped_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
+    body = gzip.compress(b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"
+                 b"content-length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("server", [_not_http, _hang_up, _gzipped_stream])
+def test_a_misbehaving_provider_gets_the_same_answer_on_both_http_transports(server):
+    async def ask(fast_path: bool) -> tuple[str, str] | list[str]:
+        listener = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        model, _, _ = build_model(ModelConfig(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", fast_path=fast_path))
+        try:
+            stream = await model._client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+            return [chunk.choices[0].delta.content async for chunk in stream]
+        except Exception as exc:  # noqa: BLE001 - the error is what is compared
+            return type(exc).__name__, type(exc.__cause__).__name__
+        finally:
+            await close_model(model)
+            listener.close()
+
+    stock, fast = asyncio.run(ask(False)), asyncio.run(ask(True))
+    assert fast == stock
+    assert stock == (["Hello"] if server is _gzipped_stream else ("APIConnectionError", "RemoteProtocolError"))
