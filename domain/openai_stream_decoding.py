@@ -31,11 +31,12 @@ fails loudly there. ``PROVIDER_FAST_PATH=0`` builds the stock client instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import httpx2
 import msgspec
@@ -45,7 +46,7 @@ from openai._streaming import ServerSentEvent, SSEDecoder
 from openai.resources.chat import AsyncChat
 from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, ValidationError
 
 from domain.aiohttp_transport import AiohttpTransport
@@ -152,14 +153,20 @@ def _responses_event_decoder() -> Decode:
     # (≈ 80 µs), and when that fails constructs the member its "type" names. Only that member can
     # match (each has its own "type" literal: the pinning test checks), so validating against it
     # alone gives the same object, and constructing it when that fails too is the stock fallback.
+    # The same holds one level down, for the output items and tools an event carries (see
+    # ``_with_members``).
     members = responses_event_types()
     read_kind = msgspec.json.Decoder(_Kind).decode
+    carriers = {kind for kind, cls in members.items() if _carries_unions(cls)}
 
     def decode(data: RawJSON | dict) -> Any:
         raw = type(data) is RawJSON
         kind = read_kind(data.text).type if raw else data["type"]
         validator = members[kind].__pydantic_validator__  # looked up each time: see _chat_chunk_decoder
         try:
+            if kind in carriers:
+                with contextlib.suppress(ValidationError):  # then as a whole, below
+                    return validator.validate_python(_with_members(data.parsed() if raw else data))
             if raw:
                 return validator.validate_json(data.text)
             return validator.validate_python(data)
@@ -167,6 +174,57 @@ def _responses_event_decoder() -> Decode:
             return construct_type(type_=members[kind], value=data.parsed() if raw else data)
 
     return decode
+
+
+def members_by_type(annotation: Any) -> dict[str, type[BaseModel]] | None:
+    """The models of a union (or a list of one) by their ``type`` literal, if each has its own."""
+    while get_origin(annotation) in (list, Annotated):
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is not Union:
+        return None
+    by_type: dict[str, type[BaseModel]] = {}
+    for member in get_args(annotation):
+        field = member.model_fields.get("type") if isinstance(member, type) and issubclass(member, BaseModel) else None
+        if field is None or not field.is_required() or get_origin(field.annotation) is not Literal:
+            return None
+        for value in get_args(field.annotation):
+            if by_type.setdefault(value, member) is not member:
+                return None
+    return by_type
+
+
+# The unions a Responses event carries that pydantic validates by trying their ~25 members in
+# turn (≈ 40-60 µs an item, most of a reply's decoding): an event's output ``item``, and a
+# response's ``output`` items and ``tools``.
+_OUTPUT_ITEMS = members_by_type(Response.model_fields["output"].annotation) or {}
+_TOOLS = members_by_type(Response.model_fields["tools"].annotation) or {}
+
+
+def _carries_unions(cls: type[BaseModel]) -> bool:
+    fields = cls.model_fields
+    return ("item" in fields and members_by_type(fields["item"].annotation) == _OUTPUT_ITEMS) or (
+        "response" in fields and fields["response"].annotation is Response)
+
+
+def _with_members(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event with those items validated against the member their ``type`` names, which the
+    union then takes as they are. An item of no known type is left to the union; one its member
+    refuses raises, and the event is validated whole."""
+    event = dict(event)
+    if type(item := event.get("item")) is dict:
+        event["item"] = _member(item, _OUTPUT_ITEMS)
+    if type(response := event.get("response")) is dict:
+        event["response"] = response = dict(response)
+        for name, by_type in (("output", _OUTPUT_ITEMS), ("tools", _TOOLS)):
+            if type(values := response.get(name)) is list:
+                response[name] = [_member(value, by_type) for value in values]
+    return event
+
+
+def _member(value: Any, by_type: dict[str, type[BaseModel]]) -> Any:
+    if type(value) is dict and (member := by_type.get(value.get("type"))) is not None:
+        return member.__pydantic_validator__.validate_python(value)
+    return value
 
 
 # Keyed by identity: ``ResponseStreamEvent`` is an ``Annotated`` union, slow to hash.

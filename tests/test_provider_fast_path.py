@@ -318,6 +318,12 @@ def test_the_openai_internals_the_fast_path_hooks_are_where_it_expects_them():
         for probe in re.findall(rf'[^\n]*(?:hasattr|getattr)\(delta, "{name}"[^\n]*', handler):
             assert re.search(rf'hasattr\(delta, "{name}"\) and delta\.{name}\b|getattr\(delta, "{name}", None\)'
                              rf'|if hasattr\(delta, "{name}"\):$', probe.strip()), probe
+    # The output items and tools a Responses event carries are found by their "type" too.
+    from domain.openai_stream_decoding import _OUTPUT_ITEMS, _TOOLS, _carries_unions
+
+    assert len(_OUTPUT_ITEMS) > 20 and len(_TOOLS) > 10
+    carriers = {kind for kind, cls in responses_event_types().items() if _carries_unions(cls)}
+    assert {"response.created", "response.output_item.added", "response.output_item.done", "response.completed"} <= carriers
     # Every member of the Responses event union is reachable by its "type".
     union = get_args(get_args(ResponseStreamEvent)[0])
     # Each member has a "type" of its own, so the member it names is the only one that can match.
@@ -417,3 +423,33 @@ def test_a_misbehaving_provider_gets_the_same_answer_on_both_http_transports(ser
     stock, fast = asyncio.run(ask(False)), asyncio.run(ask(True))
     assert fast == stock
     assert stock == (["Hello"] if server is _gzipped_stream else ("APIConnectionError", "RemoteProtocolError"))
+
+
+def _response_event(output: list[dict], tools: list[dict]) -> dict:
+    response = json.loads(recording("responses_openai_text").decode().split("data: ", 1)[1].split("\n", 1)[0])["response"]
+    return {"type": "response.completed", "sequence_number": 9, "response": {**response, "output": output, "tools": tools}}
+
+
+_FUNCTION_TOOL = {"type": "function", "name": "add_task", "description": "Add a task.", "strict": True,
+                  "parameters": {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}}
+_CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "add_task", "arguments": "{}",
+         "status": "completed"}
+_MESSAGE = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "Done.", "annotations": []}]}
+
+
+@pytest.mark.parametrize("event", [
+    _response_event([{"type": "reasoning", "id": "rs_1", "summary": []}, _CALL, _MESSAGE],
+                    [_FUNCTION_TOOL, {"type": "web_search"}]),
+    _response_event([_MESSAGE, {"type": "vendor_item", "id": "v_1"}], [{"type": "vendor_tool"}]),  # unknown types
+    {"type": "response.output_item.done", "sequence_number": 3, "output_index": 0,
+     "item": {**_CALL, "call_id": None}},  # an item its member refuses
+    {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0, "item": _CALL},
+], ids=["tools-and-items", "unknown-types", "refused-item", "item-added"])
+def test_the_items_and_tools_a_responses_event_carries_decode_to_the_stock_objects(event):
+    text = json.dumps(event)
+    stock = AsyncOpenAI(api_key=KEY, base_url="http://127.0.0.1:9/v1")._process_response_data(
+        data=json.loads(text), cast_to=ResponseStreamEvent, response=None)
+    decode = fast_decoder(ResponseStreamEvent)
+    assert_same_object(decode(RawJSON(text)), stock)
+    assert_same_object(decode(json.loads(text)), stock)
