@@ -9,8 +9,9 @@ validator, straight from the event's JSON text:
 - ``ChatCompletionChunk`` (stock: ``construct``, no coercion) by *strict* validation, which
   coerces nothing either: it yields the stock object or fails;
 - a Responses ``ResponseStreamEvent`` (stock: lax validation against the ~50-member union, then
-  ``construct`` of the member its ``type`` names) by lax validation against that member alone,
-  then the same ``construct``.
+  ``construct`` of the member its ``type`` names) by lax validation against that member alone
+  (the output items and tools it carries, each against the member its ``type`` names), then the
+  same ``construct``.
 
 A chunk the fast decoder cannot read (a provider's ``finish_reason: "eos"``, a ``null`` where a
 string belongs, an event type ``openai`` does not know…) is built by the stock code, for that
