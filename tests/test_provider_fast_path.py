@@ -22,6 +22,7 @@ from typing import Annotated, Any, get_args, get_type_hints
 
 import msgspec
 import pytest
+from agents.models import chatcmpl_stream_handler
 from litestar.testing import TestClient
 from openai import AsyncOpenAI
 from openai._utils import PropertyInfo
@@ -38,11 +39,14 @@ from domain.aiohttp_transport import AiohttpTransport
 from domain.openai_request_body import _CHAT_COMPLETIONS, _RESPONSES, _with_plain_body, movable
 from domain.models import ModelConfig, build_model, close_model
 from domain.openai_stream_decoding import (
+    _OUTPUT_ITEMS,
+    _TOOLS,
     PROBED_BY_THE_SDK,
     FastDecodingAsyncOpenAI,
     LineFeedSSEDecoder,
     RawJSON,
     fast_decoder,
+    _carries_unions,
     responses_event_types,
 )
 from tests.conftest import auth
@@ -309,8 +313,6 @@ def test_the_openai_internals_the_fast_path_hooks_are_where_it_expects_them():
     # The provider extensions the SDK's chat stream handler probes on a delta, beyond its fields,
     # are the ones the fast path answers, and each probe reads None as absent (the conformance
     # suite checks the events).
-    from agents.models import chatcmpl_stream_handler
-
     handler = inspect.getsource(chatcmpl_stream_handler)
     probed = set(re.findall(r'(?:hasattr|getattr)\(delta, "(\w+)"', handler)) - set(ChoiceDelta.model_fields)
     assert probed == set(PROBED_BY_THE_SDK)
@@ -319,8 +321,6 @@ def test_the_openai_internals_the_fast_path_hooks_are_where_it_expects_them():
             assert re.search(rf'hasattr\(delta, "{name}"\) and delta\.{name}\b|getattr\(delta, "{name}", None\)'
                              rf'|if hasattr\(delta, "{name}"\):$', probe.strip()), probe
     # The output items and tools a Responses event carries are found by their "type" too.
-    from domain.openai_stream_decoding import _OUTPUT_ITEMS, _TOOLS, _carries_unions
-
     assert len(_OUTPUT_ITEMS) > 20 and len(_TOOLS) > 10
     carriers = {kind for kind, cls in responses_event_types().items() if _carries_unions(cls)}
     assert {"response.created", "response.output_item.added", "response.output_item.done", "response.completed"} <= carriers
@@ -423,6 +423,9 @@ def test_a_misbehaving_provider_gets_the_same_answer_on_both_http_transports(ser
     stock, fast = asyncio.run(ask(False)), asyncio.run(ask(True))
     assert fast == stock
     assert stock == (["Hello"] if server is _gzipped_stream else ("APIConnectionError", "RemoteProtocolError"))
+
+
+# -- Responses events that carry items ---------------------------------------------------------
 
 
 def _response_event(output: list[dict], tools: list[dict]) -> dict:
