@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -178,6 +179,13 @@ def count_rows(database_url: str, table: str, where: str = "", *args) -> int:
             await conn.close()
 
     return _run(query())
+
+
+def wait_until_no_run_runs(database_url: str, timeout_s: float = 10) -> None:
+    """Wait (at most ``timeout_s``) until no run is ``running``: a stopped reply has ended."""
+    deadline = time.monotonic() + timeout_s
+    while count_rows(database_url, "run", "status = 'running'") and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import msgspec
@@ -15,7 +14,7 @@ from litestar.testing import TestClient
 
 from app.main import create_app
 from domain import events as chat
-from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for
+from tests.conftest import auth, count_rows, serving, start_live_server, stored_events, token_for, wait_until_no_run_runs
 from tests.fake_openai import FakeOpenAI, Reply, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
@@ -97,9 +96,7 @@ def test_aborting_the_request_is_stop(settings):
     live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=40))
     try:
         result = http_agent(live, "alice", "abort", "thread-stop", "add " + " ".join(f"w{n}" for n in range(30)))
-        deadline = time.monotonic() + 10
-        while count_rows(settings.database, "run", "status = 'running'") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_no_run_runs(settings.database)
     finally:
         live.stop()
     # The client ends its own run on the abort; the server sends nothing after it left.

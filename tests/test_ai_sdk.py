@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.main import create_app
-from tests.conftest import auth, count_rows, start_live_server, token_for
+from tests.conftest import auth, count_rows, start_live_server, token_for, wait_until_no_run_runs
 from tests.fake_openai import FakeOpenAI, TWO_TASKS_THEN_BOTH_DELETED_IN_ONE_TURN
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -92,9 +91,7 @@ def test_stop_aborts_the_fetch_and_cancels_the_run(settings):
     live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=40))
     try:
         result = node_client(live, "alice", "abort", "chat-stop", "add " + " ".join(f"w{n}" for n in range(30)))
-        deadline = time.monotonic() + 10
-        while count_rows(settings.database, "run", "status = 'running'") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until_no_run_runs(settings.database)
     finally:
         live.stop()
     assert result["chunks"][0]["type"] == "start" and result["chunks"][-1] == {"aborted": "AbortError"}

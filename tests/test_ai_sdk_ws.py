@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import msgspec
 import pytest
@@ -15,7 +14,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from app.main import create_app
-from tests.conftest import count_rows, start_live_server, token_for
+from tests.conftest import count_rows, start_live_server, token_for, wait_until_no_run_runs
 from tests.test_ai_sdk import NODE_DIR, require_node_clients
 
 LONG = "add " + " ".join(f"w{n}" for n in range(30))
@@ -34,12 +33,6 @@ def ws_client(server, user: str, mode: str, chat_id: str, text: str = "", *, que
 
 def text_of(message: dict) -> str:
     return "".join(p["text"] for p in message["parts"] if p["type"] == "text")
-
-
-def wait_until_no_run_runs(database: str) -> None:
-    deadline = time.monotonic() + 10
-    while count_rows(database, "run", "status = 'running'") and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @pytest.fixture
