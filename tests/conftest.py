@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -26,6 +28,17 @@ from app.main import create_app
 from app.settings import Settings
 
 JWT_SECRET = "test-secret-which-is-long-enough-for-hs256"
+
+
+def _own_redis_database(url: str, worker: str) -> str:
+    """Parallel workers (pytest-xdist: gw0, gw1, ...) each get a Redis database of their own; the
+    broker names its channels after it, so one worker's instances never hear another's."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{1 + int(worker.removeprefix('gw'))}"))
+
+
+if os.environ.get("TEST_REDIS_URL") and os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["TEST_REDIS_URL"] = _own_redis_database(os.environ["TEST_REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"])
+
 BACKENDS = ["sqlite", "postgres"]
 
 
@@ -213,12 +226,17 @@ def stored_events(database_url: str, run_id: str) -> list[dict]:
 
 
 class ServerProcess:
-    """``chat-server serve`` as a real process, for signals and kill -9."""
+    """``chat-server serve`` as a real process, for signals and kill -9.
+
+    Its output goes to a file, not a pipe: a pipe nobody reads fills at 64 KiB and then blocks
+    the server's next log line (a server that "does not stop" on SIGTERM). ``stop`` fails the
+    test if the server logged a background task's exception that nobody retrieved."""
 
     def __init__(self, settings: Settings, *, wait: bool = True, workers: int = 1, **env: str):
         import socket
         import subprocess
         import sys
+        import tempfile
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -229,9 +247,10 @@ class ServerProcess:
             "DATA_DIR": settings.data_dir, "DATABASE_URL": settings.database, "JWT_SECRET": JWT_SECRET,
             "OFFLINE_TOKEN_DELAY_MS": str(settings.offline_token_delay_ms), **env,
         }
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=environ, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() also ends its workers
         )
         if wait:
@@ -240,24 +259,65 @@ class ServerProcess:
     def wait_ready(self) -> None:
         import httpx
 
-        for _ in range(600):
+        # Generous: on a busy 2-core machine importing the stack alone can take seconds.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            if self.process.poll() is not None:
-                break
             threading.Event().wait(0.05)
-        self.process.kill()
-        raise RuntimeError(f"server did not start:\n{self.process.stdout.read().decode()}")
+        self._kill()
+        raise RuntimeError(f"server did not start:\n{self.output()}")
 
     def output(self) -> str:
-        return self.process.stdout.read().decode() if self.process.stdout else ""
+        """Everything the server has written so far (stdout and stderr)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
-    def stop(self) -> None:
+    def _kill(self) -> None:
+        """SIGKILL to the whole process group: a worker outliving its parent would hold the port."""
         import signal
 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._kill()
+        assert_no_unretrieved_exceptions(self.output())
+
+
+UNRETRIEVED = "exception was never retrieved"
+
+
+def assert_no_unretrieved_exceptions(log: str) -> None:
+    """A background task that ended with an exception nobody awaited is a bug (issue 33)."""
+    assert UNRETRIEVED not in log, f"a background task's exception was never retrieved:\n{log[-4000:]}"
+
+
+class _UnretrievedRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if UNRETRIEVED in message:
+            self.messages.append(message + "\n" + repr(record.__dict__.get("exc_info")))
+
+
+@pytest.fixture(autouse=True)
+def no_unretrieved_task_exceptions() -> Iterator[None]:
+    """Fails a test whose in-process servers leave a task's exception unretrieved. asyncio logs
+    it when the task is collected, so collect before looking."""
+    handler = _UnretrievedRecords()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(handler)
+    try:
+        yield
+        gc.collect()
+    finally:
+        asyncio_logger.removeHandler(handler)
+    assert not handler.messages, "\n".join(handler.messages)

@@ -26,26 +26,25 @@ def test_sigterm_gives_every_websocket_client_its_done_before_the_socket_closes(
     def url(user: str) -> str:
         return server.url.replace("http", "ws") + f"/api/{user}/ws?token={token_for(user)}"
 
-    async def client(n: int, started: asyncio.Event, count: list[int]) -> list[dict]:
+    async def client(n: int, streaming: asyncio.Event, count: list[int]) -> list[dict]:
         seen = []
         async with websockets.connect(url(f"user{n}")) as ws:
             await ws.send(msgspec.json.encode({"type": "chat", "message": "add " + " ".join(f"w{n}" for _ in range(60))}))
             try:
                 async for frame in ws:
                     seen.append(msgspec.json.decode(frame))
-                    if seen[-1]["type"] == "start":
-                        count[0] += 1  # this client's reply is running
+                    if sum(e["type"] == "text" for e in seen) == 3 and seen[-1]["type"] == "text":
+                        count[0] += 1  # this client's reply is well under way
                         if count[0] == CLIENTS:
-                            started.set()
+                            streaming.set()
             except websockets.ConnectionClosed:
                 pass
         return seen
 
     async def scenario() -> list[list[dict]]:
-        started, count = asyncio.Event(), [0]
-        clients = [asyncio.create_task(client(n, started, count)) for n in range(CLIENTS)]
-        await asyncio.wait_for(started.wait(), 60)
-        await asyncio.sleep(0.3)  # well into the replies
+        streaming, count = asyncio.Event(), [0]
+        clients = [asyncio.create_task(client(n, streaming, count)) for n in range(CLIENTS)]
+        await asyncio.wait_for(streaming.wait(), 60)
         server.process.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(asyncio.gather(*clients), 60)
 
@@ -174,9 +173,12 @@ def test_tokens_never_reach_the_access_log(settings):
                 await ws.recv()
 
         asyncio.run(socket_with_token())
-        time.sleep(0.3)
+        # Both requests reach the access log (written after each answer), tokens redacted.
+        deadline = time.monotonic() + 10
+        while not all(f"/api/alice/{path}?token=[redacted]" in server.output() for path in ("ws", "tasks")):
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.02)
     finally:
         server.stop()
     output = server.output()
-    assert "/api/alice/ws?token=[redacted]" in output or "/api/alice/tasks?token=[redacted]" in output
     assert token not in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -25,10 +26,10 @@ def test_a_start_abandoned_midway_still_ends_its_run_as_cancelled(database_url):
             starting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await starting
-            for _ in range(200):
+            deadline = time.monotonic() + 30
+            # Until the run is stored as ended (its row may not even be committed yet).
+            while not await Run.count().where(Run.status != "running") and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-                if await Run.count().where(Run.status == "running") == 0:
-                    break
         finally:
             await runs.close()
             await close_database(db)
