@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.auth import Authenticator, cors_config, provide_token_user, provide_user
-from app.broker import ChannelsBroker, broker_backend, channels_plugin
+from app.broker import broker_for
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
@@ -78,6 +78,7 @@ def run_settings(settings: Settings) -> RunSettings:
     return RunSettings(
         tracing=settings.openai_agents_tracing, lease_s=settings.run_lease_s,
         ping_interval_s=settings.sse_ping_interval_s, notice_poll_s=settings.follow_poll_s,
+        cancel_poll_s=settings.cancel_poll_s,
     )
 
 
@@ -115,12 +116,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             model, model_settings, provider = build_model(model_config)
             stack.push_async_callback(close_model, model)
             configure_tracing(settings.openai_agents_tracing, model_config)
-            broker = None
-            if backend := broker_backend(settings):
-                broker_name, channels = backend[0], channels_plugin(backend[1])
-                broker = ChannelsBroker(await stack.enter_async_context(channels))
             metrics = ChatMetrics(model=provider.model_name)
             await stack.enter_async_context(metrics.flushing())
+            broker = broker_for(settings, observer=metrics)
+            if broker is not None:
+                await stack.enter_async_context(broker)
             if tracing is not None:
                 tracing.shutting_down(stack)
             runs = RunManager(
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             log.info("model: %s (%s, %s api%s); tracing %s; database: %s; broker: %s", provider.name,
                      provider.model_name, provider.api, f" at {provider.base_url}" if provider.base_url else "",
                      "on" if settings.openai_agents_tracing else "off", db.engine_type,
-                     broker_name if broker else "none (single process)")
+                     broker.kind if broker else "none (single process)")
             if settings.dev_mode:
                 link = f"{settings.public_url}/#token={authenticator.issue('demo')}"
                 log.warning(

@@ -83,6 +83,15 @@ class ChatMetrics(RunObserver):
         # restart); under several workers the scraped one's count is the one shown.
         self.approvals_pending = Gauge("chat_approvals_pending", "Tool calls waiting for the user's decision",
                                        registry=registry, multiprocess_mode="mostrecent")
+        # The broker between instances (app/broker.py). livemin: 0 when any live worker is deaf.
+        self.broker_listening_gauge = Gauge(
+            "chat_broker_listening", "1 while messages from other instances reach this one through the broker",
+            registry=registry, multiprocess_mode="livemin")
+        self.broker_reconnects = Counter("chat_broker_reconnects", "Times the broker was lost and subscribed to again",
+                                         registry=registry)
+        self.broker_publish_failures = Counter(
+            "chat_broker_publish_failures", "Cancels and notices the broker could not take (away or too slow)",
+            registry=registry)
         # Counted in plain ints per batch and added to the counter at most once a second (and at
         # each scrape): a prometheus_client increment takes a lock, 1-3 µs.
         self._unflushed: dict[str, int] = {}
@@ -121,6 +130,17 @@ class ChatMetrics(RunObserver):
 
     def streamed(self, transport: Transport, events: int) -> None:
         self._unflushed[transport] = self._unflushed.get(transport, 0) + events
+
+    # -- app.broker.BrokerObserver -----------------------------------------------------------
+
+    def broker_listening(self, listening: bool) -> None:
+        self.broker_listening_gauge.set(1 if listening else 0)
+
+    def broker_reconnected(self) -> None:
+        self.broker_reconnects.inc()
+
+    def broker_publish_failed(self) -> None:
+        self.broker_publish_failures.inc()
 
     # -- exposition -------------------------------------------------------------------------
 

@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     offline_token_delay_ms: NonNegative = 20.0
     redis_url: str | None = None
+    # The broker (Redis, or PostgreSQL's NOTIFY): how long a publish, a connection or a ping
+    # may take before the broker counts as away.
+    broker_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     max_message_bytes: Positive = 16 * 1024
     max_body_bytes: Positive = 256 * 1024
     max_ws_frame_bytes: Positive = 64 * 1024
@@ -53,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A follower of a run on another instance is woken by that instance's notices; it also reads
     # the store this often, in case a notice was lost.
     follow_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    # Stop asked on another instance is stored on the run's row too: the instance running it reads
+    # those this often while no broker tells it (none, or away); with one, every FOLLOW_POLL_S.
+    cancel_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     max_followers_per_user: Positive = 32  # open streams and socket subscriptions of one user at once
     send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # a client that reads nothing this long is dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

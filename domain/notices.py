@@ -28,9 +28,17 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 7000  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 
 
+class BrokerUnavailable(Exception):
+    """A message could not be published (the broker is away or too slow); nothing was sent."""
+
+
 class Broker(Protocol):
     """Carries messages between server instances: cancel requests (a run executes on exactly
-    one instance) and notices."""
+    one instance) and notices. Publishing raises ``BrokerUnavailable`` rather than wait long;
+    the iterators never end: the broker reconnects by itself."""
+
+    # True while what other instances publish reaches this one; False: it is lost meanwhile.
+    listening: bool
 
     async def request_cancel(self, run_id: str) -> None: ...
 
@@ -113,17 +121,26 @@ class Notices:
 
     async def publish_forever(self) -> None:
         assert self.broker is not None
+        failing = False
         while True:
             await self._pending.wait()
             self._pending.clear()
             try:
                 for data in self.messages():
                     await self.broker.publish_notices(data)
-            except Exception:
+            except Exception as error:
                 # Followers elsewhere fall back on their slow poll; feeds elsewhere miss these
-                # events. A pause: a broker that is away is not asked (and logged) per commit.
-                logger.exception("could not publish notices; dropped them")
+                # events. Said once per outage, and a pause: a broker that is away is not
+                # asked (and logged) per commit.
+                if not failing:
+                    failing = True
+                    logger.warning("notices do not reach the other instances (%s); dropped until the broker is back",
+                                   error if isinstance(error, BrokerUnavailable) else repr(error))
                 await asyncio.sleep(1)
+                continue
+            if failing:
+                failing = False
+                logger.info("notices reach the other instances again")
 
     async def hear_forever(self) -> None:
         assert self.broker is not None
@@ -131,7 +148,7 @@ class Notices:
             try:
                 async for data in self.broker.notices():
                     self.heard(data)
-            except Exception:
+            except Exception:  # a broker's iterator ends only by a bug: keep listening
                 logger.exception("the notice subscription failed; subscribing again")
                 await asyncio.sleep(1)
 

@@ -90,6 +90,9 @@ class Run(Table, tablename=RUN_TABLE):
     # An ``awaiting_approval`` run's agent state (the agents SDK's own serialisation): its
     # continuation resumes from it, on any instance, after any restart.
     state = Text(null=True, default=None)
+    # Stop asked on another instance: the instance running it reads this as well as the
+    # broker's message, so a Stop lands while the broker is away or lost the message.
+    cancel_requested = Boolean(default=False)
 
 
 class RunEvent(Table, tablename=RUN_EVENT_TABLE):

@@ -221,3 +221,23 @@ def test_events_are_read_a_page_of_rows_at_a_time(database_url):
     new, first_page, from_five = with_store(database_url, scenario)
     assert [events.decode(p).seq for p in first_page] == [1, 2, 3]
     assert [events.decode(p).seq for p in from_five] == [5, 6, 7]
+
+
+def test_a_stop_request_is_stored_on_the_users_running_run_only(database_url):
+    """How Stop reaches the instance running a reply when no broker carries it."""
+
+    async def scenario(store: RunStore):
+        running = await store.begin_run("alice", "hello", None, LIMITS, "todo")
+        await store.begin_run("alice", "another reply, left alone", None, LIMITS, "todo")
+        refused = [await store.request_cancel("bob", running.run_id), await store.request_cancel("alice", "nope")]
+        before = await store.cancels_requested()
+        accepted = await store.request_cancel("alice", running.run_id)
+        asked = await store.cancels_requested()
+        await store.finish_run(finished(running, status="cancelled"), (running.run_id, 2, []))
+        after = await store.cancels_requested()
+        return running.run_id, refused, before, accepted, asked, after, await store.request_cancel("alice", running.run_id)
+
+    run_id, refused, before, accepted, asked, after, again = with_store(database_url, scenario)
+    assert refused == [False, False] and before == []
+    assert accepted and asked == [run_id]
+    assert after == [] and not again  # a finished run: nothing to stop

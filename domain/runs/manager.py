@@ -24,7 +24,7 @@ from domain.approvals import Decision, check_decision
 from domain.conversations import parse_id
 from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
 from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
-from domain.notices import Broker, Notices
+from domain.notices import Broker, BrokerUnavailable, Notices
 from domain.runs.execution import ActiveRun, RunReply, Transcript
 from domain.runs.observer import NO_OBSERVER, RunObserver, Transport
 from domain.runs.reading import OnLeave, Subscription, stored_batches
@@ -40,6 +40,9 @@ class RunSettings(msgspec.Struct, frozen=True):
     lease_s: float = 15.0
     remote_poll_s: float = 0.1  # how often a follower of a run on another instance reads the store
     notice_poll_s: float = 2.0  # the same with a broker: its notices wake followers, this is a safety net
+    # How often an instance reads the Stop requests stored for its runs while no broker tells it
+    # of them (none configured, or away); with one listening, every notice_poll_s (a safety net).
+    cancel_poll_s: float = 1.0
     shutdown_grace_s: float = 5.0
     ping_interval_s: float = 15.0
     tracing: bool = False
@@ -85,6 +88,7 @@ class RunManager:
         self._background = [
             asyncio.create_task(self._commit_forever(), name="run-event-commits"),
             asyncio.create_task(self._keep_leases_forever(), name="run-leases"),
+            asyncio.create_task(self._obey_stored_cancels_forever(), name="run-stored-cancels"),
         ]
         if self.broker is not None:
             self._background += [
@@ -198,11 +202,17 @@ class RunManager:
                 raise RunFinished("This run has already finished.")
             run.stop("cancelled")
             return
-        record = await self._owned(user_id, run_id)
-        if record.status != "running" or self.broker is None:
+        # It runs on another instance (or is being launched here). Stored on its row first: the
+        # instance running it reads that too, so the Stop holds even when the broker is away or
+        # loses the message; the broker only makes it arrive at once.
+        if not await self.store.request_cancel(user_id, run_id):
+            await self._owned(user_id, run_id)  # NotFound for a run that is not the user's
             raise RunFinished("This run has already finished.")
-        # It runs on another instance: that one stops it when the broker tells it.
-        await self.broker.request_cancel(run_id)
+        if self.broker is not None:
+            try:
+                await self.broker.request_cancel(run_id)
+            except BrokerUnavailable as error:
+                logger.warning("the cancel of run %s goes through the database only: %s", run_id, error)
 
     def subscribe(self, run: ActiveRun, after: int = 0, *, on_leave: OnLeave, idle: bool = True) -> Subscription:
         """Follow a run started here (by this caller) from ``after`` on; ``start`` counted it
@@ -400,6 +410,32 @@ class RunManager:
             except Exception:
                 logger.exception("the cancel subscription failed; subscribing again")
                 await asyncio.sleep(1)
+
+    async def _obey_stored_cancels_forever(self) -> None:
+        """Stop requests stored on a run's row (``cancel``) for the runs executing here: read
+        every ``cancel_poll_s`` while no broker listens, else every ``notice_poll_s``, in case
+        its message was lost (a broker that was reconnecting, a message at most once)."""
+        loop = asyncio.get_running_loop()
+        read_at, failing = loop.time(), False
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll_s)
+            listening = self.broker is not None and self.broker.listening
+            every = self.settings.notice_poll_s if listening else self.settings.cancel_poll_s
+            # (Half a tick of slack: a sleep may end a hair early.)
+            if not self._active or loop.time() - read_at < every - self.settings.cancel_poll_s / 2:
+                continue
+            read_at = loop.time()
+            try:
+                requested = await self.store.cancels_requested()
+            except Exception as error:  # the database is away: the next round asks again
+                if not failing:  # once per outage, not per round
+                    logger.warning("could not read the stop requests of runs: %r", error)
+                failing = True
+                continue
+            failing = False
+            for run_id in requested:
+                if (run := self._active.get(run_id)) is not None:
+                    run.stop("cancelled")
 
     def _has_unsaved(self, run: ActiveRun) -> None:
         self._unsaved_runs[run.id] = run

@@ -140,6 +140,13 @@ class RunStore(Protocol):
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         """Mark a running run ``status``; False when another instance got there first."""
 
+    async def request_cancel(self, user_id: str, run_id: str) -> bool:
+        """Mark the user's running run as to be stopped; False when it is not running (or not
+        theirs). The instance running it learns it from ``cancels_requested``."""
+
+    async def cancels_requested(self) -> list[str]:
+        """The running runs someone asked to stop (``request_cancel``)."""
+
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None: ...
 
     async def event_payloads(self, run_id: str, after: int = 0, rows: int | None = None) -> list[bytes]:
@@ -229,6 +236,10 @@ _SUPERSEDE = (
     "AND status = 'awaiting_approval') RETURNING call_id, name, arguments"
 )
 _SET_STATE = f"UPDATE {RUN_TABLE} SET state = $1 WHERE id = $2"
+_REQUEST_CANCEL = (
+    f"UPDATE {RUN_TABLE} SET cancel_requested = TRUE WHERE id = $1 AND user_id = $2 AND status = 'running' "
+    "RETURNING id"
+)
 _CLAIM_RUN = f"UPDATE {RUN_TABLE} SET status = $1 WHERE id = $2 AND status = 'running' RETURNING id"
 _RENEW_LEASES = f"UPDATE {RUN_TABLE} SET heartbeat_at = $1 WHERE id = $2"
 _EVENTS_FROM = (
@@ -525,6 +536,19 @@ class SQLRunStore:
     async def claim_run(self, run_id: str, status: RunStatus) -> bool:
         async with self._transaction() as connection:
             return await self._fetch_row(connection, _CLAIM_RUN, status, uuid.UUID(run_id)) is not None
+
+    async def request_cancel(self, user_id: str, run_id: str) -> bool:
+        key = parse_id(run_id)
+        if key is None:
+            return False
+        async with self._transaction() as connection:
+            return await self._fetch_row(connection, _REQUEST_CANCEL, key, user_id) is not None
+
+    async def cancels_requested(self) -> list[str]:
+        with self._reachable():
+            # Few rows: the running ones (indexed by status) with the flag.
+            rows = await Run.select(Run.id).where(Run.status == "running", Run.cancel_requested.eq(True))
+        return [str(row["id"]) for row in rows]
 
     async def begin_serving(self, close_dead_runs: Callable[[], Awaitable[None]]) -> None:
         pass  # other processes may serve it too: their runs are judged by their leases
