@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -102,23 +101,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 class Instance:
-    """A server process whose log is read as it is written (a full pipe would block it)."""
+    """A server process started without waiting for it (two start side by side)."""
 
     def __init__(self, settings: Settings, **env: str):
         self.server = ServerProcess(settings, wait=False, **env)
         self.url = self.server.url
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.server.process.stdout is not None
-        for line in self.server.process.stdout:
-            self._lines.append(line.decode(errors="replace"))
 
     @property
     def log(self) -> str:
-        return "".join(self._lines)
+        return self.server.output()
 
     def metric(self, name: str) -> float | None:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
@@ -129,9 +120,7 @@ class Instance:
 
     def terminate(self) -> int:
         self.server.process.send_signal(signal.SIGTERM)
-        code = self.server.process.wait(timeout=15)
-        self._reader.join(timeout=5)
-        return code
+        return self.server.process.wait(timeout=15)
 
     def kill(self) -> None:
         self.server.stop()
