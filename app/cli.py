@@ -38,6 +38,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Browsers ask for permessage-deflate; each event is a small frame of its own, so
         # compressing them costs CPU per event for little gain. SSE is never compressed.
         ws_per_message_deflate=False,
+        # websockets reads a frame's length first and closes with 1009 (message too big) when
+        # the message would pass this: it is refused before it is buffered. At uvicorn's default
+        # (16 MiB) a message was read in whole before MAX_WS_FRAME_BYTES was checked.
+        ws_max_size=settings.max_ws_frame_bytes,
         # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
         timeout_graceful_shutdown=10,
     )
