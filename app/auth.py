@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import time
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -28,29 +25,14 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.params import FromPath
 
 from app.settings import Settings
+from app.tokens import issue, signing_secret
 from domain import log_context
 from domain.limits import check_user_id
 from domain.errors import AuthError, InvalidInput, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
 log = logging.getLogger(__name__)
 
-_SECRET_FILE = "jwt_secret"
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "ES256"})
-
-
-def load_secret(settings: Settings) -> str:
-    """``JWT_SECRET``, or a random secret kept (0600) in the data directory for dev mode."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
-    path = Path(settings.data_dir) / _SECRET_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
 
 
 class JWKSKeys:
@@ -184,20 +166,12 @@ class Authenticator:
         if settings.jwt_jwks_url:
             jwks = JWKSKeys(settings.jwt_jwks_url, refresh_interval_s=settings.jwt_jwks_refresh_s,
                             max_age_s=settings.jwt_jwks_max_age_s)
-        secret = load_secret(settings) if settings.jwt_secret or not jwks else None
+        secret = signing_secret(settings)
         return cls(secret, jwks=jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                    leeway_s=settings.jwt_leeway_s)
 
     def issue(self, user_id: str, ttl_s: int = 7 * 24 * 3600) -> str:
-        if not self._secret:
-            raise AuthError("This server has no JWT_SECRET: its tokens come from the identity provider.")
-        now = int(time.time())
-        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
-        if self._issuer:
-            claims["iss"] = self._issuer
-        if self._audience:
-            claims["aud"] = self._audience
-        return jwt.encode(claims, self._secret, algorithm="HS256")
+        return issue(self._secret, user_id, ttl_s, issuer=self._issuer, audience=self._audience)
 
     async def user_of(self, token: str) -> str:
         """The token's user; AuthError (401) unless it is valid, KeysUnavailable (503)."""

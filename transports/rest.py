@@ -64,8 +64,8 @@ class ChatController(Controller):
         data: JSONBody[ChatRequest],
     ) -> RunReply:
         try:
-            run = await runs.start(user, data.message, data.conversation_id, client_message_id=data.client_message_id,
-                                   transport="rest")
+            run = await runs.start(user, data.message, data.conversation_id, again=data.again,
+                                   client_message_id=data.client_message_id, transport="rest")
         except AlreadyStarted as sent:  # a retried send: the reply it started
             return await runs.stored_reply(user, sent.run_id)
         return await runs.reply(run)
