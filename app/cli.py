@@ -65,6 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(
             "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format),
+            # With --workers, uvicorn kills a worker that has not answered its supervisor's ping
+            # within this (5 s by default): on a busy machine importing the stack alone took
+            # longer, and workers were killed and restarted in a loop without ever serving.
+            timeout_worker_healthcheck=30,
             **uvicorn_options(settings),
         )
     return 0

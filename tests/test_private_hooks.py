@@ -1,6 +1,6 @@
 """Where the code leans on a library beyond its documented use, a test that fails when the
 library moves: Piccolo's engine interface (domain/sqlite_engine.py), the agents SDK's models'
-client (domain/models.py), and Litestar's asyncpg channels backend (app/broker.py).
+client (domain/models.py). (app/broker.py uses only redis.asyncio's and asyncpg's public API.)
 
 (uvicorn's and websockets' internals are pinned in tests/test_uvicorn_batched_websocket.py,
 the openai client's in tests/test_provider_fast_path.py.)"""
@@ -8,10 +8,8 @@ the openai client's in tests/test_provider_fast_path.py.)"""
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 
-import asyncpg
 import pytest
 from openai import AsyncOpenAI
 from piccolo.columns import Integer, Varchar
@@ -105,28 +103,3 @@ def test_close_model_closes_the_client_build_model_made_without_the_sdks_private
 
     asyncio.run(scenario())
     assert "._client" not in inspect.getsource(domain.models)
-
-
-# -- Litestar: the asyncpg channels backend ------------------------------------------------
-# app/broker.py's KeptConnectionAsyncPgBackend publishes on a connection it keeps, opened with
-# Litestar's private ``_connect`` (the backend's connection factory). Should the broker stop
-# using it, this test goes with it.
-
-
-def test_litestars_asyncpg_channels_backend_keeps_its_connection_factory_in_connect():
-    from litestar.channels.backends.asyncpg import AsyncPgChannelsBackend
-
-    dsn = "postgresql://nobody@127.0.0.1:9/none"
-    backend = AsyncPgChannelsBackend(dsn=dsn)
-    assert isinstance(backend._connect, functools.partial)
-    assert backend._connect.func is asyncpg.connect and backend._connect.keywords == {"dsn": dsn}
-    assert backend._connect.args == ()
-
-    async def make_connection() -> asyncpg.Connection:
-        raise NotImplementedError
-
-    assert AsyncPgChannelsBackend(make_connection=make_connection)._connect is make_connection
-    # What the broker overrides, with the signatures it keeps.
-    assert list(inspect.signature(AsyncPgChannelsBackend.publish).parameters) == ["self", "data", "channels"]
-    for name in ("publish", "on_startup", "on_shutdown"):
-        assert inspect.iscoroutinefunction(getattr(AsyncPgChannelsBackend, name))
