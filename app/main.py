@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -19,7 +20,9 @@ from app.broker import ChannelsBroker, broker_backend, channels_plugin
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
+    http_error_response,
     internal_error_response,
+    no_such_file,
     undecodable_body_response,
 )
 from app.log_redaction import redact_server_logs
@@ -61,10 +64,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 async def chat_page() -> File:
     """The chat page; its script and styles are served under ``/static/``."""
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
-
-
-def no_such_file(request: Request, exc: ValueError) -> Response:
-    return Response({"status_code": 404, "detail": "Not Found"}, status_code=404, media_type=MediaType.JSON)
 
 
 def _from_state(name: str) -> Provide:
@@ -175,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={
             ChatError: chat_error_response,
+            HTTPException: http_error_response,
             UnicodeDecodeError: undecodable_body_response,
             RecursionError: undecodable_body_response,
             **{kind: database_unreachable_response for kind in UNREACHABLE},
