@@ -29,6 +29,7 @@ from app.log_redaction import redact_server_logs
 from app.logs import logging_config
 from app.metrics import HTTP, ChatMetrics, metrics_route
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
+from app.options import answer_options
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
@@ -52,6 +53,7 @@ from transports.rest import (
     get_usage,
     health,
 )
+from transports.route_specs import OPENAPI_PLUGINS
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -185,5 +187,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),
-        plugins=[tracing.plugin] if tracing else [],
+        plugins=[*OPENAPI_PLUGINS, *([tracing.plugin] if tracing else [])],
+        before_request=answer_options,
     )

@@ -174,3 +174,58 @@ def test_an_edited_message_is_answered_anew_and_what_followed_it_is_dropped(clie
     again = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
     assert [m["content"] for m in again if m["role"] == "user"] == ["add buy milk", "add call mom"]
     assert len(again) == len(after)  # the old answer was replaced, not kept beside the new one
+
+
+def test_a_conversation_cannot_be_renamed_to_a_blank_title(client, settings):
+    """Issue 33: ``PATCH`` with ``{"title": ""}`` emptied the title; it is a coded 400 that
+    changes nothing (an id that names nothing gets the same 400: the title is checked first)."""
+    reply = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    url = f"/api/alice/conversations/{reply['conversation_id']}"
+    for title in ("", "   ", "\t\n"):
+        refused = client.patch(url, json={"title": title}, headers=auth("alice"))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "invalid_input"
+        assert refused.json()["extra"][0]["key"] == "title"
+    assert client.patch("/api/alice/conversations/nope", json={"title": ""}, headers=auth("alice")).status_code == 400
+    assert client.get(url, headers=auth("alice")).json()["title"] == "add buy milk"
+
+
+def test_options_lists_every_method_of_the_path(client):
+    """Issue 33: ``OPTIONS`` on a conversation or a task listed only the first method
+    registered there (``DELETE, OPTIONS``)."""
+    for path, methods in [("/api/alice/conversations/x", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks/1", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks", "GET, OPTIONS"), ("/api/alice/chat", "OPTIONS, POST")]:
+        response = client.options(path)
+        assert response.status_code == 204 and response.headers["allow"] == methods, path
+
+
+def test_post_chat_regenerates_with_again(client):
+    """Issue 27: ``POST /chat`` ignored the documented ``again`` field, so a regenerate there
+    was refused as "The message is empty."."""
+    first = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    conversation = first["conversation_id"]
+    said = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"][0]
+    again = client.post("/api/alice/chat", json={"message": "", "conversation_id": conversation, "again": said["id"]},
+                        headers=auth("alice"))
+    assert again.status_code == 200, again.text
+    assert again.json()["run_id"] != first["run_id"] and again.json()["conversation_id"] == conversation
+    messages = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["add buy milk"]
+
+
+def test_every_error_body_carries_its_code(client):
+    """Issue 27: Litestar's own 404/405/413/400 and the 401/403 had no ``code``."""
+    cases = [
+        client.get("/api/alice/tasks/12345", headers=auth("alice")),  # no such task
+        client.get("/api/alice/nothing-here", headers=auth("alice")),  # no such route
+        client.put("/api/alice/tasks", headers=auth("alice")),  # no such method
+        client.post("/api/alice/chat", content=b"{", headers={**auth("alice"), "Content-Type": "application/json"}),
+        client.get("/api/alice/tasks"),
+        client.get("/api/bob/tasks", headers=auth("alice")),
+    ]
+    expected = [(404, "not_found"), (404, "not_found"), (405, "method_not_allowed"), (400, "invalid_input"),
+                (401, "unauthorized"), (403, "forbidden")]
+    assert [(r.status_code, r.json()["code"]) for r in cases] == expected
+    assert all(r.json()["status_code"] == r.status_code and r.json()["detail"] for r in cases)
+    assert "GET" in cases[2].headers["allow"]
