@@ -229,10 +229,12 @@ class Authenticator:
             raise AuthError("The token is not valid.") from None
         algorithm, kid = header.get("alg"), header.get("kid")
         key: Any
+        # Every token expires: one without ``exp`` would be good forever once leaked.
+        required = ["sub", "exp"]
         if algorithm == "HS256" and self._secret:
-            key, required = self._secret, ["sub"]
+            key = self._secret
         elif isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
-            key, required = await self.jwks.key_for(kid), ["sub", "exp"]
+            key = await self.jwks.key_for(kid)
             algorithm = key.algorithm_name  # the key's type decides, not the header
         else:
             raise AuthError("The token's signing algorithm is not accepted.")
@@ -260,9 +262,7 @@ class Authenticator:
             check_user_id(subject)  # the user ids the store keeps, on both engines
         except InvalidInput as exc:
             raise AuthError(f"The token's user (sub) is not accepted: {exc.message}") from None
-        until = now + _VERIFIED_FOR_S
-        if isinstance(claims.get("exp"), int | float):
-            until = min(until, claims["exp"] + self._leeway_s)
+        until = min(now + _VERIFIED_FOR_S, claims["exp"] + self._leeway_s)
         return _Verified(subject, until, kid, None if key is self._secret else key)
 
 
