@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -21,14 +22,13 @@ import jwt
 from litestar import Request
 from litestar.config.cors import CORSConfig
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath
 
 from app.settings import Settings
 from app.tokens import issue, signing_secret
 from domain import log_context
+from domain.errors import AuthError, Forbidden, InvalidInput, KeysUnavailable  # 401, 403, 503; WebSocket: 1008 / 1013
 from domain.limits import check_user_id
-from domain.errors import AuthError, InvalidInput, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,14 @@ class JWKSKeys:
             key = self._lookup(kid)
         if key is None:
             if self._fetched_at is None:
-                raise KeysUnavailable("The identity provider's keys could not be fetched; try again later.")
+                raise KeysUnavailable("The identity provider's keys could not be fetched; try again later.",
+                                      retry_after_s=self.next_fetch_in_s())
             raise AuthError("The token's signing key is unknown." if kid else "The token names no signing key (kid).")
         return key
+
+    def next_fetch_in_s(self) -> int:
+        """Whole seconds until a token can make this cache fetch the keys again."""
+        return max(1, math.ceil(self._tried_at + self.refresh_interval_s - time.monotonic()))
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:  # providers with a single key often leave kid out
@@ -198,10 +203,12 @@ class Authenticator:
             raise AuthError("The token is not valid.") from None
         algorithm, kid = header.get("alg"), header.get("kid")
         key: Any
+        # Every token expires: one without ``exp`` would be good forever once leaked.
+        required = ["sub", "exp"]
         if algorithm == "HS256" and self._secret:
-            key, required = self._secret, ["sub"]
+            key = self._secret
         elif isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
-            key, required = await self.jwks.key_for(kid), ["sub", "exp"]
+            key = await self.jwks.key_for(kid)
             algorithm = key.algorithm_name  # the key's type decides, not the header
         else:
             raise AuthError("The token's signing algorithm is not accepted.")
@@ -229,9 +236,7 @@ class Authenticator:
             check_user_id(subject)  # the user ids the store keeps, on both engines
         except InvalidInput as exc:
             raise AuthError(f"The token's user (sub) is not accepted: {exc.message}") from None
-        until = now + _VERIFIED_FOR_S
-        if isinstance(claims.get("exp"), int | float):
-            until = min(until, claims["exp"] + self._leeway_s)
+        until = min(now + _VERIFIED_FOR_S, claims["exp"] + self._leeway_s)
         return _Verified(subject, until, kid, None if key is self._secret else key)
 
 
@@ -257,22 +262,18 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, authenticator: Authenticator) -> str:
-    """The user the request's bearer token names."""
+    """The user the request's bearer token names; ``AuthError`` (401) or ``KeysUnavailable``
+    (503), answered from the app's error table like every other error."""
     token = bearer_token(request)
-    try:
-        if not token:
-            raise AuthError("Missing bearer token.")
-        return await authenticator.user_of(token)
-    except AuthError as exc:
-        raise NotAuthorizedException(exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
-    except KeysUnavailable as exc:
-        raise ServiceUnavailableException(exc.message, headers={"Retry-After": "30"}) from None
+    if not token:
+        raise AuthError("Missing bearer token.")
+    return await authenticator.user_of(token)
 
 
 async def provide_user(request: Request, user_id: FromPath[str], authenticator: NamedDependency[Authenticator]) -> str:
     """The path's user, once the bearer token proves the caller is that user."""
     if await authenticate(request, authenticator) != user_id:
-        raise PermissionDeniedException("This token belongs to another user.")
+        raise Forbidden("This token belongs to another user.")
     return user_id
 
 

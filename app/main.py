@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -19,13 +20,16 @@ from app.broker import broker_for
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
+    http_error_response,
     internal_error_response,
+    no_such_file,
     undecodable_body_response,
 )
 from app.log_redaction import redact_server_logs
 from app.logs import logging_config
 from app.metrics import HTTP, ChatMetrics, metrics_route
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
+from app.options import answer_options
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
@@ -49,6 +53,7 @@ from transports.rest import (
     get_usage,
     health,
 )
+from transports.route_specs import OPENAPI_PLUGINS
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -61,10 +66,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 async def chat_page() -> File:
     """The chat page; its script and styles are served under ``/static/``."""
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
-
-
-def no_such_file(request: Request, exc: ValueError) -> Response:
-    return Response({"status_code": 404, "detail": "Not Found"}, status_code=404, media_type=MediaType.JSON)
 
 
 def _from_state(name: str) -> Provide:
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={
             ChatError: chat_error_response,
+            HTTPException: http_error_response,
             UnicodeDecodeError: undecodable_body_response,
             RecursionError: undecodable_body_response,
             **{kind: database_unreachable_response for kind in UNREACHABLE},
@@ -185,5 +187,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),
-        plugins=[tracing.plugin] if tracing else [],
+        plugins=[*OPENAPI_PLUGINS, *([tracing.plugin] if tracing else [])],
+        before_request=answer_options,
     )

@@ -210,3 +210,27 @@ def test_the_plain_chat_refuses_again_naming_a_message_that_is_not_the_users(cli
     assert refused.status_code == 400 and "Only a user message can be answered again." in refused.text
     assert client.get(f"/api/alice/conversations/{first['conversation_id']}",
                       headers=auth("alice")).json()["messages"] == messages["messages"]
+
+
+def test_a_conversation_cannot_be_renamed_to_a_blank_title(client, settings):
+    """Issue 33: ``PATCH`` with ``{"title": ""}`` emptied the title; it is a coded 400 that
+    changes nothing (an id that names nothing gets the same 400: the title is checked first)."""
+    reply = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    url = f"/api/alice/conversations/{reply['conversation_id']}"
+    for title in ("", "   ", "\t\n"):
+        refused = client.patch(url, json={"title": title}, headers=auth("alice"))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "invalid_input"
+        assert refused.json()["extra"][0]["key"] == "title"
+    assert client.patch("/api/alice/conversations/nope", json={"title": ""}, headers=auth("alice")).status_code == 400
+    assert client.get(url, headers=auth("alice")).json()["title"] == "add buy milk"
+
+
+def test_options_lists_every_method_of_the_path(client):
+    """Issue 33: ``OPTIONS`` on a conversation or a task listed only the first method
+    registered there (``DELETE, OPTIONS``)."""
+    for path, methods in [("/api/alice/conversations/x", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks/1", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks", "GET, OPTIONS"), ("/api/alice/chat", "OPTIONS, POST")]:
+        response = client.options(path)
+        assert response.status_code == 204 and response.headers["allow"] == methods, path
