@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+from agents import Agent, Model, ModelSettings
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -35,6 +36,7 @@ from domain.approvals import ApprovalPolicy
 from domain.database import UNREACHABLE, close_database, open_database, run_store
 from domain.errors import ChatError
 from domain.limits import Limits
+from domain.mcp_servers import RemoteMCPServer, with_servers
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.runs import RunManager, RunSettings
 from domain.runs.tracing import NO_TRACER
@@ -95,6 +97,17 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
+def agent_of(settings: Settings, model: Model, model_settings: ModelSettings, approvals: ApprovalPolicy) -> Agent:
+    """The Todo assistant, with the tools of the MCP_SERVERS (TOOL_APPROVAL names theirs "server.tool")."""
+    servers = [
+        RemoteMCPServer(server.name, server.url, server.headers, approvals=approvals,
+                        refresh_s=settings.mcp_tools_refresh_s, timeout_s=settings.mcp_timeout_s)
+        for server in settings.mcp_servers
+    ]
+    own = approvals.without_servers({server.name for server in settings.mcp_servers})
+    return with_servers(todo_agent(model, model_settings, own), servers)
+
+
 async def closing(runs: RunManager, tool_endpoint: ToolEndpoint) -> None:
     """On SIGTERM, before uvicorn waits for open streams: runs end, then MCP sessions (theirs too)."""
     await runs.close()
@@ -136,7 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if tracing is not None:
                 tracing.shutting_down(stack)
             runs = RunManager(
-                db, run_store(db), todo_agent(model, model_settings, approvals),
+                db, run_store(db), agent_of(settings, model, model_settings, approvals),
                 limits, run_settings(settings), broker, observer=metrics,
                 tracer=tracing.run_tracer(provider) if tracing else NO_TRACER,
             )
