@@ -245,8 +245,9 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        # MCP's session and version headers: for MCP clients in a browser (/mcp).
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Mcp-Session-Id", "Mcp-Protocol-Version"],
+        expose_headers=["X-Request-ID", "Retry-After", "Mcp-Session-Id"],
         # Bearer tokens travel in a header, never in cookies: no credentials mode.
         allow_credentials=False,
     )
