@@ -94,6 +94,8 @@ def _task(arguments: dict[str, Any]) -> str:
         return f"the task {_quoted(arguments['title'])}"
     if arguments.get("task_id") is not None:
         return f"task {arguments['task_id']}"
+    if arguments.get("number") is not None:
+        return f"task number {arguments['number']} of your list"
     return "a task"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,8 +33,6 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from domain.approvals import ApprovalPolicy, declined, describe
 from domain.errors import ShuttingDown
-
-log = logging.getLogger(__name__)
 
 SERVER_NAME = "chat-server"
 CONFIRM_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}  # a yes or no: nothing to fill in
@@ -114,6 +111,7 @@ class ToolEndpoint:
         self._max_body_bytes = max_body_bytes
         self._context_for: ContextFor | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     # -- life --------------------------------------------------------------------------------
 
@@ -124,7 +122,7 @@ class ToolEndpoint:
         # A manager runs once: each lifespan gets its own. SSE answers (not JSON), so that a
         # confirmation question travels on the call's own stream.
         self._sessions = StreamableHTTPSessionManager(app=self._server, max_request_body_size=self._max_body_bytes)
-        self._stop, started = asyncio.Event(), asyncio.Event()
+        self._stop, started = asyncio.Event(), asyncio.Event()  # this lifespan's loop
         self._task = asyncio.create_task(self._serve(started), name="mcp-sessions")
         await started.wait()
 
