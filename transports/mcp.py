@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jsonschema
 import mcp_types as types
 from agents import FunctionTool, Tool
 from agents.tool_context import ToolContext
@@ -99,7 +98,7 @@ class ToolEndpoint:
         self._tools = {tool.name: tool for tool in tools if isinstance(tool, FunctionTool)}
         self._approvals = approvals
         self._schemas = {name: _relaxed(tool.params_json_schema) for name, tool in self._tools.items()}
-        self._checks = {name: jsonschema.Draft202012Validator(schema) for name, schema in self._schemas.items()}
+        self._checks: dict[str, Any] = {}  # a jsonschema validator per tool, made on its first call
         self._listing = [
             types.Tool(name=name, description=tool.description, input_schema=self._schemas[name])
             for name, tool in self._tools.items()
@@ -158,10 +157,8 @@ class ToolEndpoint:
         if tool is None:
             return _refusal(f"No tool is named {params.name!r}.")
         arguments = params.arguments or {}
-        # Checked here, where the reason can be told: the SDK's own check answers a bare "error".
-        if (wrong := jsonschema.exceptions.best_match(self._checks[tool.name].iter_errors(arguments))) is not None:
-            where = "/".join(str(part) for part in wrong.absolute_path)
-            return _refusal(f"Invalid arguments{f' at {where}' if where else ''}: {wrong.message}")
+        if (wrong := self._wrong_arguments(tool.name, arguments)) is not None:
+            return _refusal(wrong)
         if self._approvals.needs(tool.name):
             refused = await self._confirm(ctx, tool.name, arguments)
             if refused is not None:
@@ -172,6 +169,19 @@ class ToolEndpoint:
         context = ToolContext(context=self._context_for(user), tool_name=tool.name, tool_call_id=call_id,
                               tool_arguments=text)
         return _result(await tool.on_invoke_tool(context, text))
+
+    def _wrong_arguments(self, name: str, arguments: dict[str, Any]) -> str | None:
+        """What is wrong with the arguments, checked here where the reason can be told (the SDK's
+        own check answers a bare "error")."""
+        import jsonschema  # here: 90 ms of start-up for the first call only
+
+        if name not in self._checks:
+            self._checks[name] = jsonschema.Draft202012Validator(self._schemas[name])
+        wrong = jsonschema.exceptions.best_match(self._checks[name].iter_errors(arguments))
+        if wrong is None:
+            return None
+        where = "/".join(str(part) for part in wrong.absolute_path)
+        return f"Invalid arguments{f' at {where}' if where else ''}: {wrong.message}"
 
     async def _confirm(self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]) -> str | None:
         """None once the user said yes; otherwise why the call did not run."""
