@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -253,7 +254,10 @@ def test_a_change_over_mcp_reaches_the_users_open_feed(live_server):
 
 
 def require_node_clients() -> None:
+    """As tests/test_ai_sdk.py: skipped without Node or the pinned clients, failed in CI."""
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("the Node clients are not installed: npm ci --prefix tests/node")
         pytest.skip("needs Node.js and the pinned MCP client (`npm ci --prefix tests/node`)")
 
 
