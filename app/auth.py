@@ -21,6 +21,7 @@ import httpx
 import jwt
 from litestar import Request
 from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
@@ -249,19 +250,20 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        # MCP's session and version headers: for MCP clients in a browser (/mcp).
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Mcp-Session-Id", "Mcp-Protocol-Version"],
+        expose_headers=["X-Request-ID", "Retry-After", "Mcp-Session-Id"],
         # Bearer tokens travel in a header, never in cookies: no credentials mode.
         allow_credentials=False,
     )
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: ASGIConnection) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def authenticate(request: Request, authenticator: Authenticator) -> str:
+async def authenticate(request: ASGIConnection, authenticator: Authenticator) -> str:
     """The user the request's bearer token names; ``AuthError`` (401) or ``KeysUnavailable``
     (503), answered from the app's error table like every other error."""
     token = bearer_token(request)
@@ -280,3 +282,9 @@ async def provide_user(request: Request, user_id: FromPath[str], authenticator: 
 async def provide_token_user(request: Request, authenticator: NamedDependency[Authenticator]) -> str:
     """The user the bearer token names, for routes without a user in the path (ChatKit)."""
     return await authenticate(request, authenticator)
+
+
+async def bearer_guard(connection: ASGIConnection, _: object) -> None:
+    """For mounted ASGI apps (``/mcp``), which get no dependencies: the token's user goes in
+    ``scope["user"]``; no token or a bad one is the usual 401 (503 while keys cannot be fetched)."""
+    connection.scope["user"] = await authenticate(connection, connection.app.state.authenticator)
