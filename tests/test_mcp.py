@@ -131,7 +131,8 @@ def test_without_a_valid_token_mcp_is_401(live_server, headers, detail):
         response = httpx.request(method, f"{live_server.url}/mcp", headers={**MCP_HEADERS, **headers},
                                  json=INITIALIZE if method == "POST" else None)
         assert response.status_code == 401, response.text
-        assert response.json() == {"status_code": 401, "detail": detail}
+        assert response.json() == {"status_code": 401, "detail": detail, "code": "unauthorized",
+                                   "extra": {"code": "unauthorized"}}
         assert response.headers["www-authenticate"] == "Bearer"
 
 
