@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 
 import asyncpg
 from litestar.channels import ChannelsPlugin
@@ -60,7 +61,11 @@ def broker_backend(settings: Settings) -> tuple[str, ChannelsBackend] | None:
 
         return "redis", RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
     if settings.database.startswith(("postgres://", "postgresql://")):
-        return "postgresql", KeptConnectionAsyncPgBackend(dsn=settings.database)
+        # The database's deadlines: a server gone silent must not hang a publish, nor the
+        # shutdown (closing a connection waits for the server's goodbye).
+        connect = partial(asyncpg.connect, dsn=settings.database, timeout=settings.database_connect_timeout_s,
+                          command_timeout=settings.database_statement_timeout_s)
+        return "postgresql", KeptConnectionAsyncPgBackend(make_connection=connect)
     return None
 
 

@@ -14,6 +14,7 @@ from piccolo.engine.base import Engine
 
 from domain import conversations, tasks, usage
 from domain.conversations import ApprovalView, ConversationView, MessageView
+from domain.database import answers
 from domain.errors import AlreadyStarted
 from domain.limits import MAX_USAGE_DAYS, Limits
 from domain.models import ModelProvider
@@ -188,11 +189,7 @@ class Health(msgspec.Struct, frozen=True):
      description="200 with `status: ok` when the database answers; 503 with `status: degraded` while it "
      "does not (the server keeps running and recovers by itself when it returns).")
 async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelProvider]) -> Response[Health]:
-    try:
-        await db.run_ddl("SELECT 1")
-        database = "ok"
-    except Exception:  # noqa: BLE001 - health reports, it does not fail
-        database = "unreachable"
+    database = "ok" if await answers(db) else "unreachable"
     report = Health(
         status="ok" if database == "ok" else "degraded", database=database, database_engine=db.engine_type,
         model_provider=provider.name, model=provider.model_name, api=provider.api,
