@@ -37,7 +37,7 @@ from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
 from domain.approvals import ApprovalPolicy
-from domain.database import UNREACHABLE, close_database, open_database, run_store
+from domain.database import UNREACHABLE, Deadlines, close_database, open_database, run_store
 from domain.errors import ChatError
 from domain.limits import Limits
 from domain.mcp_servers import RemoteMCPServer, with_servers
@@ -88,6 +88,11 @@ def run_settings(settings: Settings) -> RunSettings:
     )
 
 
+def database_deadlines(settings: Settings) -> Deadlines:
+    return Deadlines(connect_s=settings.database_connect_timeout_s, acquire_s=settings.database_acquire_timeout_s,
+                     statement_s=settings.database_statement_timeout_s, health_s=settings.database_health_timeout_s)
+
+
 def limits_of(settings: Settings) -> Limits:
     return Limits(
         max_message_bytes=settings.max_message_bytes, max_frame_bytes=settings.max_ws_frame_bytes,
@@ -132,7 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            db = await open_database(settings.database)
+            db = await open_database(settings.database, database_deadlines(settings))
             stack.push_async_callback(close_database, db)
             model_config = ModelConfig(
                 api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,

@@ -29,6 +29,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     data_dir: str = "data"
     database_url: str = ""  # default: sqlite:///<DATA_DIR>/chat.sqlite3
+    # PostgreSQL: how long to wait for a server that does not answer before answering 503.
+    database_connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # opening a connection
+    database_acquire_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # a pool connection, opening included
+    database_statement_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # each statement, COMMIT included
+    database_health_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3.0  # /health's SELECT 1
     jwt_secret: str | None = None
     # An identity provider's JWKS (EdDSA, RS256, ES256 tokens); works beside JWT_SECRET (HS256).
     jwt_jwks_url: str | None = None

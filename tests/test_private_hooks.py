@@ -103,3 +103,20 @@ def test_close_model_closes_the_client_build_model_made_without_the_sdks_private
 
     asyncio.run(scenario())
     assert "._client" not in inspect.getsource(domain.models)
+
+
+# -- Piccolo: the PostgreSQL engine --------------------------------------------------------
+
+
+def test_piccolos_postgres_engine_still_runs_a_query_outside_a_transaction_through_run_in_pool():
+    """domain/postgres_engine.py overrides ``_run_in_pool`` to take a pool connection with a
+    deadline. Were Piccolo to rename it or stop calling it, queries outside a transaction would
+    wait on a silent database without end again (issue 33)."""
+    from piccolo.engine.postgres import PostgresEngine
+
+    from domain.postgres_engine import DeadlinePostgresEngine
+
+    assert list(inspect.signature(PostgresEngine._run_in_pool).parameters) == ["self", "query", "args"]
+    for method in (PostgresEngine.run_querystring, PostgresEngine.run_ddl):
+        assert "self._run_in_pool(" in inspect.getsource(method)
+    assert DeadlinePostgresEngine._run_in_pool is not PostgresEngine._run_in_pool

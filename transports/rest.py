@@ -16,6 +16,7 @@ from domain import conversations, tasks, usage
 from domain.conversations import ApprovalView, ConversationView, MessageView
 from domain.errors import AlreadyStarted, NotFound, RunActive, RunFinished
 from domain.limits import MAX_CONVERSATION_TITLE_CHARS, MAX_TASK_TITLE_CHARS, MAX_USAGE_DAYS, Limits
+from domain.database import answers
 from domain.models import ModelProvider
 from domain.runs import RunManager, RunReply
 from domain.runs.store import now
@@ -199,11 +200,7 @@ class Health(msgspec.Struct, frozen=True):
      responses={503: ResponseSpec(data_container=Health, generate_examples=False,
                                   description="`status: degraded`: the database does not answer.")})
 async def health(db: NamedDependency[Engine], provider: NamedDependency[ModelProvider]) -> Response[Health]:
-    try:
-        await db.run_ddl("SELECT 1")
-        database = "ok"
-    except Exception:  # noqa: BLE001 - health reports, it does not fail
-        database = "unreachable"
+    database = "ok" if await answers(db) else "unreachable"
     report = Health(
         status="ok" if database == "ok" else "degraded", database=database, database_engine=db.engine_type,
         model_provider=provider.name, model=provider.model_name, api=provider.api,
