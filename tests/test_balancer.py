@@ -25,6 +25,7 @@ import yaml
 
 from tests.conftest import ServerProcess, auth, fetch_rows, token_for
 from tests.test_ai_sdk import node_client
+from tests.test_mcp import mcp_session, titles
 from tests.test_runs import wait_for_status
 from tests.test_scale_out import broker_env, shared_settings  # noqa: F401 (a fixture)
 
@@ -137,7 +138,7 @@ async def read_sse(lines, until: int | None = None) -> list[dict]:
     return events
 
 
-def test_sse_websocket_and_ai_sdk_replies_complete_through_the_balancer(cluster, shared_settings):  # noqa: F811
+def test_sse_websocket_ai_sdk_and_mcp_work_through_the_balancer(cluster, shared_settings):  # noqa: F811
     balancer, _ = cluster
     served_by = set()
     with httpx.Client(base_url=balancer.url, headers=auth("alice"), timeout=30) as http:
@@ -165,6 +166,16 @@ def test_sse_websocket_and_ai_sdk_replies_complete_through_the_balancer(cluster,
     assert result["errors"] == []
     assert "buy milk" in "".join(p["text"] for p in result["message"]["parts"] if p["type"] == "text")
     assert fetch_rows(shared_settings.database, "SELECT status FROM run") == [("completed",)] * 3
+
+    # An MCP session lives on one instance: the balancer sends its every request there.
+    async def mcp_calls() -> list[str]:
+        async with mcp_session(balancer.url, "alice") as mcp:
+            await mcp.list_tools()
+            for title in ("call mom", "water plants", "pay rent"):
+                await mcp.call_tool("add_task", {"title": title})
+            return titles(await mcp.call_tool("list_tasks", {}))
+
+    assert asyncio.run(mcp_calls()) == ["buy milk", "call mom", "water plants", "pay rent"]
 
 
 def test_stop_through_the_balancer_reaches_the_reply_on_whichever_instance_runs_it(cluster, shared_settings):  # noqa: F811
