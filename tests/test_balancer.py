@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -144,6 +145,8 @@ def test_sse_websocket_ai_sdk_and_mcp_work_through_the_balancer(cluster, shared_
     with httpx.Client(base_url=balancer.url, headers=auth("alice"), timeout=30) as http:
         reply = http.post("/api/alice/chat/stream", json={"message": "hello"})
         served_by.add(reply.headers["x-served-by"])
+        # The balancer's request id (a UUID; the instance's own would have no dashes) is kept.
+        assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", reply.headers["x-request-id"])
         events = sse_events(reply.text)
         assert events[-1]["type"] == "done" and events[-1]["status"] == "completed"
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
