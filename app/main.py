@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import PathType
+from litestar.types.file_types import FileInfo
 
 from app.auth import Authenticator, cors_config, provide_token_user, provide_user
 from app.broker import ChannelsBroker, broker_backend, channels_plugin
@@ -63,7 +69,25 @@ async def chat_page() -> File:
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
 
 
-def no_such_file(request: Request, exc: ValueError) -> Response:
+class PageFiles(BaseLocalFileSystem):
+    """The page's files on disk. A path the file system cannot even look up names no file
+    (404): a NUL in it, a name longer than the file system allows, a file used as a directory.
+    Litestar turns any other ``OSError`` into a 500, which is right for those (a failing disk)."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> FileInfo:
+        try:
+            return await super().info(path, **kwargs)
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in _NO_SUCH_NAME:
+                raise
+            raise FileNotFoundError(errno.ENOENT, "No such file", str(path)) from exc
+
+
+_NO_SUCH_NAME = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP}
+
+
+def no_such_file(request: Request, exc: NotFoundException) -> Response:
+    # Litestar's own 404 here names the path looked up, the server's directory included.
     return Response({"status_code": 404, "detail": "Not Found"}, status_code=404, media_type=MediaType.JSON)
 
 
@@ -158,9 +182,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             api, ChatKitController, health, metrics_route(settings.metrics_token), explorer_assets(), asyncapi_document,
             chat_page, create_static_files_router(
-                "/static", [STATIC_DIR], name="page_static",
-                # A path the file system cannot even look up (a NUL in it) names no file.
-                exception_handlers={ValueError: no_such_file},
+                "/static", [STATIC_DIR], name="page_static", file_system=PageFiles(),
+                exception_handlers={NotFoundException: no_such_file},
             ),
         ],
         lifespan=[lifespan],
