@@ -64,6 +64,7 @@ def database_unreachable_response(request: Request, exc: Exception) -> Response:
     return chat_error_response(request, DatabaseUnavailable())
 
 
-def no_such_file(request: Request, exc: ValueError) -> Response:
-    """A static path the file system cannot even look up (a NUL in it) names no file."""
+def no_such_file(request: Request, exc: Exception) -> Response:
+    """A static path that names no file, or one the file system cannot even look up (a NUL in
+    it). Litestar's own 404 there names the path looked up, the server's directory included."""
     return _response(404, "not_found", "Not Found", {"code": "not_found"})

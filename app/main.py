@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from agents import Agent, Model, ModelSettings
 from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.file_system import BaseLocalFileSystem
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import PathType
+from litestar.types.file_types import FileInfo
 
 from app.auth import Authenticator, bearer_guard, cors_config, provide_token_user, provide_user
 from app.broker import broker_for
@@ -71,6 +76,23 @@ STATIC_DIR = Path(__file__).parent / "static"
 async def chat_page() -> File:
     """The chat page; its script and styles are served under ``/static/``."""
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
+
+
+class PageFiles(BaseLocalFileSystem):
+    """The page's files on disk. A path the file system cannot even look up names no file
+    (404): a NUL in it, a name longer than the file system allows, a file used as a directory.
+    Litestar turns any other ``OSError`` into a 500, which is right for those (a failing disk)."""
+
+    async def info(self, path: PathType, **kwargs: Any) -> FileInfo:
+        try:
+            return await super().info(path, **kwargs)
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in _NO_SUCH_NAME:
+                raise
+            raise FileNotFoundError(errno.ENOENT, "No such file", str(path)) from exc
+
+
+_NO_SUCH_NAME = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP}
 
 
 def _from_state(name: str) -> Provide:
@@ -191,9 +213,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             api, ChatKitController, mcp_route(tool_endpoint, [bearer_guard]), health, metrics_route(settings.metrics_token), explorer_assets(), asyncapi_document,
             chat_page, create_static_files_router(
-                "/static", [STATIC_DIR], name="page_static",
-                # A path the file system cannot even look up (a NUL in it) names no file.
-                exception_handlers={ValueError: no_such_file},
+                "/static", [STATIC_DIR], name="page_static", file_system=PageFiles(),
+                exception_handlers={NotFoundException: no_such_file},
             ),
         ],
         lifespan=[lifespan],

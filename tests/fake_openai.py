@@ -11,7 +11,8 @@ servers stream them:
   ``response.completed`` with the output items and usage).
 
 A test scripts the model's turns with :class:`Reply` values, one per request, and can make a
-turn fail: an HTTP status (401, 429, 500…), a stream that breaks mid-way, or one that stalls.
+turn fail: an HTTP status (401, 429, 500…), a stream that breaks mid-way, one that stalls, or
+one with a malformed frame in it.
 Every request is recorded with its body, and whether the client hung up before the end.
 """
 
@@ -69,6 +70,8 @@ class Reply:
     delay_s: float = 0.0  # pause before each delta
     interval_s: float = 0.0  # deltas due this far apart on the fake's own clock, as a provider paces tokens
     recorded: bytes | None = None  # a recorded stream's body, sent as it is, one SSE event per write
+    malformed: bytes | None = None  # a frame sent as it is after ``malformed_after`` deltas (not JSON, a wrong shape…)
+    malformed_after: int = 0
 
     @classmethod
     def replay(cls, body: bytes, **options: Any) -> Reply:
@@ -224,6 +227,8 @@ class FakeOpenAI:
             deltas, started = 0, time.monotonic()
             for is_delta, frame in frames:
                 if is_delta:
+                    if reply.malformed is not None and deltas == reply.malformed_after:
+                        await send({"type": "http.response.body", "body": reply.malformed, "more_body": True})
                     if reply.break_after is not None and deltas >= reply.break_after:
                         raise _BrokenStream("the fake model broke its stream on purpose")
                     if reply.stall_after is not None and deltas >= reply.stall_after:

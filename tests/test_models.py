@@ -273,6 +273,38 @@ def test_a_stream_that_breaks_midway_keeps_the_partial_text_as_failed(model_sett
     ]
 
 
+# A frame the provider should never send, mid-stream: not JSON, or JSON of the wrong shape
+# (an array where a chunk belongs; a text delta that is a number).
+MALFORMED = {
+    "not_json": {
+        "chat_completions": b'data: {"id": "chatcmpl-1", "choices": [{"delta": \n\n',
+        "responses": b'event: response.output_text.delta\ndata: {"type": "response.output_text.delta", "delta": \n\n',
+    },
+    "wrong_shape": {
+        "chat_completions": b"data: [1, 2, 3]\n\n",
+        "responses": b'event: response.output_text.delta\ndata: {"type": "response.output_text.delta", '
+                     b'"sequence_number": 9, "item_id": "msg_1", "output_index": 0, "content_index": 0, '
+                     b'"delta": 5, "logprobs": []}\n\n',
+    },
+}
+
+
+@pytest.mark.parametrize("malformed", MALFORMED)
+def test_a_malformed_chunk_mid_stream_is_a_model_error_and_keeps_the_partial_text(model_settings, fake, api,
+                                                                                   malformed):
+    fake.script(Reply.say("Adding ", "buy milk ", "to your list now.", malformed=MALFORMED[malformed][api],
+                          malformed_after=2), Reply.say("Back ", "again."))
+    with serve(model_settings) as client:
+        events = chat(client, "add buy milk")
+        retry = chat(client, "add buy milk", events[0]["conversation_id"])
+
+    assert types_of(events) == ["start", "text", "text", "error", "done"]
+    assert events[3]["code"] == "model_error" and events[4]["status"] == "failed"
+    assert run_row(model_settings, events[0]["run_id"])[3] == "model_error"
+    assert assistant_messages(model_settings, events[0]["run_id"]) == [("Adding buy milk ", "failed")]
+    assert text_of(retry) == "Back again." and retry[-1]["status"] == "completed"
+
+
 def test_a_stalled_stream_times_out_and_hangs_up_on_the_model(model_settings, fake):
     fake.script(Reply.say("Let me ", "think", stall_after=1))
     with serve(msgspec.structs.replace(model_settings, model_timeout_s=0.5)) as client:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import msgspec
@@ -189,7 +189,7 @@ class _UISession(SocketSession):
         return [_encode(Started(request_id=request_id)), *map(_encode, numbered), _encode(Ended(request_id=request_id))]
 
     async def _frames(self, request_id: str, subscription: Subscription, translator: ChunkTranslator,
-                      after: int) -> AsyncIterator[list[bytes]]:
+                      after: int) -> AsyncGenerator[list[bytes], None]:
         """The run's chunks numbered from 0; those up to ``after`` the client has already."""
         sequence, streamed = -1, self.runs.observer.streamed
         try:

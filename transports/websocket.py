@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from domain.approvals import Decision
@@ -30,6 +32,9 @@ from transports.asgi_extensions import SEND_TEXTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+Frames = AsyncGenerator[list[bytes], None] | Subscription
+"""What a forwarder sends: a subscription's batches, or frames made from them."""
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -120,27 +125,61 @@ _decode_frame = msgspec.json.Decoder(ClientFrame).decode
 _encode = msgspec.json.Encoder().encode
 
 
+class SocketClosed(Exception):
+    """The socket closed under a send: the client left, this server closed it (a client that
+    stopped reading), or uvicorn did. The end of whatever was sending, never an error."""
+
+
 class SocketSession:
     """One authenticated socket: its receive loop, its sends, and one forwarding task per
-    stream it follows (a run here; a request on the AI SDK's socket)."""
+    stream it follows (a run here; a request on the AI SDK's socket).
+
+    Every task the session starts is retrieved when it ends (a failure is logged, never left
+    to "Task exception was never retrieved") and awaited before ``serve`` returns."""
 
     def __init__(self, socket: WebSocket, user: str, runs: RunManager):
         self.socket = socket
         self.user = user
         self.runs = runs
         self._forwarders: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every task started here that runs still
+        self._closed = False  # the socket closed (by this server, or under it): sends end at once
         self._one_send_per_batch = SEND_TEXTS in (socket.scope.get("extensions") or {})
 
     async def send(self, frames: list[bytes]) -> None:
+        """Send whole frames; ``SocketClosed`` when the socket is gone (or goes, for a client
+        that takes no bytes for the send timeout: what it does not read piles up in memory)."""
         # No lock: each send is whole frames, and each stream has one forwarder, so a stream's
-        # frames stay in order while several share the socket. A client that takes no bytes
-        # for the send timeout is dropped (what it does not read piles up in memory).
-        async with asyncio.timeout(self.runs.limits.send_timeout_s):
-            if self._one_send_per_batch:
-                await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
-                return
-            for frame in frames:
-                await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+        # frames stay in order while several share the socket.
+        if self._closed:
+            raise SocketClosed
+        try:
+            async with asyncio.timeout(self.runs.limits.send_timeout_s):
+                if self._one_send_per_batch:
+                    await self.socket.send({"type": SEND_TEXTS, "texts": frames})  # type: ignore[typeddict-item]
+                    return
+                for frame in frames:
+                    await self.socket.send({"type": "websocket.send", "text": frame.decode()})
+        except TimeoutError:  # before OSError, which it is: caught as one, no client was ever dropped
+            await self.close(TRY_AGAIN_LATER, "The client stopped reading.")
+            raise SocketClosed from None
+        except (OSError, WebSocketDisconnect, RuntimeError) as exc:
+            # uvicorn's ClientDisconnected is an OSError. Once a close went out, uvicorn refuses
+            # a send with a RuntimeError, and it sends one itself when a client does not answer
+            # its keepalive ping in time (slow readers): the receive loop hears of that only when
+            # the connection is gone, while the forwarders go on sending.
+            self._closed = True
+            raise SocketClosed from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True  # before the close is sent: sends from now on end at once
+        # Gone already, or (a client that reads nothing) the close waits behind what it did not
+        # read: given up after the send timeout (TimeoutError is an OSError).
+        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+            async with asyncio.timeout(self.runs.limits.send_timeout_s):
+                await self.socket.close(code=code, reason=reason)
 
     async def serve(self) -> None:
         try:
@@ -152,9 +191,15 @@ class SocketSession:
                 if data is None:
                     data = frame.get("bytes") or b""
                 await self.handle(data)
+        except SocketClosed:
+            return  # an answer found the socket gone
         finally:
             for task in self._forwarders.values():
                 task.cancel()
+            # Cancelled, each closes its subscription and ends: nothing started here outlives
+            # the socket. (A forwarder ending adds the close of its subscription.)
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
 
     async def handle(self, data: str | bytes) -> None:
         raise NotImplementedError
@@ -172,16 +217,14 @@ class SocketSession:
             reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
             raise InvalidFrame("invalid_frame", f"Invalid frame: {reason}") from None
 
-    def forward(self, key: str, subscription: Subscription | FeedReader, frames: AsyncIterator[list[bytes]],
+    def forward(self, key: str, subscription: Subscription | FeedReader, frames: Frames,
                 events_of: Transport | None = None) -> None:
         """Send ``frames`` read from ``subscription``, one task per key (a second replaces it);
         with ``events_of``, each frame is a chat event, counted as that transport's."""
         self.stop_forwarding(key)
-        task = asyncio.create_task(self._forward(subscription, frames, events_of))
-        # Cancelled before its first step, the task never runs its finally: close it here too.
-        task.add_done_callback(lambda _: asyncio.ensure_future(subscription.aclose()))
+        task = self._start(self._forward(subscription, frames, events_of))
         self._forwarders[key] = task
-        task.add_done_callback(lambda t: self._forwarders.get(key) is t and self._forwarders.pop(key))
+        task.add_done_callback(functools.partial(self._forwarder_ended, key, subscription))
 
     def forwarding(self, key: str) -> bool:
         return key in self._forwarders
@@ -191,7 +234,25 @@ class SocketSession:
         if previous is not None:
             previous.cancel()
 
-    async def _forward(self, subscription: Subscription | FeedReader, frames: AsyncIterator[list[bytes]],
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("websocket task failed", exc_info=error)
+
+    def _forwarder_ended(self, key: str, subscription: Subscription | FeedReader, task: asyncio.Task[None]) -> None:
+        if self._forwarders.get(key) is task:
+            del self._forwarders[key]
+        # Cancelled before its first step, the task never ran its finally: close it here too
+        # (closing is idempotent).
+        self._start(subscription.aclose())
+
+    async def _forward(self, subscription: Subscription | FeedReader, frames: Frames,
                        events_of: Transport | None) -> None:
         streamed = self.runs.observer.streamed
         try:
@@ -199,12 +260,10 @@ class SocketSession:
                 if events_of is not None:
                     streamed(events_of, len(batch))
                 await self.send(batch)
-        except OSError:
+        except SocketClosed:
             pass  # the socket went away; the run goes on
-        except TimeoutError:
-            with contextlib.suppress(Exception):
-                await self.socket.close(code=TRY_AGAIN_LATER, reason="The client stopped reading.")
         finally:
+            await frames.aclose()
             await subscription.aclose()
 
 
@@ -275,7 +334,7 @@ class _Session(SocketSession):
 FEED = "feed"  # the feed's forwarder, beside those of runs (keyed by run id)
 
 
-async def feed_frames(reader: FeedReader) -> AsyncIterator[list[bytes]]:
+async def feed_frames(reader: FeedReader) -> AsyncGenerator[list[bytes], None]:
     async for batch in reader:
         yield [event for _, event in batch]
 

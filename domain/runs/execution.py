@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import openai
 from agents import Agent, RunConfig, Runner, RunState
+from agents.exceptions import ModelBehaviorError
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
@@ -207,6 +208,8 @@ class ActiveRun:
         """Translate one agents SDK event to chat events."""
         if isinstance(sdk_event, RawResponsesStreamEvent):
             if isinstance(sdk_event.data, ResponseTextDeltaEvent) and (delta := sdk_event.data.delta):
+                if delta.__class__ is not str:  # the stock client builds events without checking them
+                    raise ModelBehaviorError("The model provider sent a text delta that is not text.")
                 if "\x00" in delta:
                     delta = text.clean(delta)  # what PostgreSQL could not store
                 # Most events are these: spelled out, without _emit's keyword dicts (1.07 -> 0.5 µs).

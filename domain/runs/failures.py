@@ -7,6 +7,8 @@ timeouts first: ``APITimeoutError`` is an ``APIConnectionError``.
 
 from __future__ import annotations
 
+import sys
+
 import httpx2
 import openai
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError, ModelTimeoutError
@@ -14,6 +16,13 @@ from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError, ModelTimeout
 from domain.errors import ChatError
 
 UNAVAILABLE = "The model provider could not be reached. Please try again."
+UNUSABLE = "The model provider returned an unusable reply. Please try again."
+
+# The code that reads the provider's reply: the client's SSE decoding and chunk types, the fast
+# path's decoders, the SDK's models turning chunks into events. What fails in there on a chunk
+# that is not JSON, or not the shape its type says (a ``JSONDecodeError``, an ``AttributeError``
+# on a list where a chunk belongs), is the provider's unusable reply, not a bug here.
+_READING_THE_REPLY = ("openai.", "agents.models.", "domain.openai_stream_decoding")
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -33,7 +42,21 @@ def classify(exc: BaseException) -> tuple[str, str]:
         if exc.status_code >= 500:
             return "model_unavailable", UNAVAILABLE
         return "model_error", f"The model provider refused the request (HTTP {exc.status_code})."
-    if isinstance(exc, (openai.APIError, ModelBehaviorError)):
-        # An error event inside the stream, or a reply the SDK could not use.
-        return "model_error", "The model provider returned an unusable reply. Please try again."
+    if isinstance(exc, (openai.APIError, ModelBehaviorError)) or raised_reading_the_reply(exc):
+        # An error event inside the stream, or a reply the SDK (or this server) could not use.
+        return "model_error", UNUSABLE
     return "internal_error", "Something went wrong while writing the reply."
+
+
+def raised_reading_the_reply(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside the code that reads the provider's reply: its innermost
+    frame outside the standard library (``json`` raises for ``openai``) is in that code. Only
+    the innermost: every model's stream, this server's offline one too, passes through the
+    SDK's ``agents.models`` on its way out."""
+    raised_in, frames = "", exc.__traceback__
+    while frames is not None:
+        module = frames.tb_frame.f_globals.get("__name__", "")
+        if module.partition(".")[0] not in sys.stdlib_module_names:
+            raised_in = module
+        frames = frames.tb_next
+    return raised_in.startswith(_READING_THE_REPLY)

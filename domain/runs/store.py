@@ -25,7 +25,7 @@ from domain.approvals import SUPERSEDED, Decision, PendingCall, declined
 from domain.conversations import HIDDEN_STOPPED_NOTE, MessageView, ToolRecord, parse_id
 from domain.errors import AlreadyDecided, DatabaseUnavailable, InvalidInput, NotFound, RunActive
 from domain.events import RunStatus
-from domain.limits import PER_MINUTE, Limits, usage_day
+from domain.limits import MAX_SEQ, PER_MINUTE, Limits, usage_day
 from domain.tables import (
     APPROVAL_TABLE,
     CONVERSATION_TABLE,
@@ -585,6 +585,10 @@ class SQLRunStore:
         return _record(row) if row else None
 
     async def event_payloads(self, run_id: str, after: int = 0, rows: int | None = None) -> list[bytes]:
+        if after >= MAX_SEQ:
+            # No event comes after the last seq the column holds, and ``after + 1`` would not
+            # even bind on PostgreSQL (an int4): asyncpg raised DataError mid-stream.
+            return []
         key = uuid.UUID(run_id)
         payloads: list[bytes] = []
         with self._reachable():
