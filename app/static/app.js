@@ -330,32 +330,51 @@ function setConnection(status) {
 
 const messages = () => $("messages");
 
-// Follows the reply while the user stays at the bottom; once they scroll up to read, it stops
-// until they come back down (or send). Decided by what the user does (wheel, touch, keys,
-// scrollbar), not by the height the last append left: a tall card used to look like
-// "scrolled away", and a card changing size moves the scroll position by itself.
-const follow = { on: true, userAt: -Infinity };
+// Follows the reply while the user stays at the bottom; any move up (wheel, PageUp, arrow keys,
+// touch, the scrollbar) stops following at once, and "Jump to latest" brings the reader back.
+// A smooth wheel scroll starts with small steps: deciding by distance from the bottom let the
+// next token snap it back, so the direction of the move decides.
+const follow = { on: true, userAt: -Infinity, lastTop: 0, touchY: null };
+
+function setFollow(on) {
+  follow.on = on;
+  $("jump").hidden = on;
+}
 
 function scrollDown(force) {
   const box = messages();
-  if (force) follow.on = true;
+  if (force) setFollow(true);
   if (follow.on) box.scrollTop = box.scrollHeight;
+  follow.lastTop = box.scrollTop;
 }
 
 function onMessagesScroll() {
   const box = messages();
-  if (box.scrollHeight - box.scrollTop - box.clientHeight < 40) follow.on = true;
-  else if (performance.now() - follow.userAt < 1000) follow.on = false;
+  const top = box.scrollTop;
+  const up = top < follow.lastTop - 1;
+  follow.lastTop = top;
+  if (up && performance.now() - follow.userAt < 1000) setFollow(false);
+  else if (!up && box.scrollHeight - top - box.clientHeight < 4) setFollow(true);
 }
 
-function onUserScrolls() {
+function onUserScrolls(event) {
   follow.userAt = performance.now();
+  const upward = (event.type === "wheel" && event.deltaY < 0)
+    || (event.type === "keydown" && ["PageUp", "ArrowUp", "Home"].includes(event.key))
+    || (event.type === "touchmove" && follow.touchY !== null && event.touches[0].clientY > follow.touchY);
+  if (event.type === "touchmove") follow.touchY = event.touches[0].clientY;
+  if (upward && messages().scrollHeight > messages().clientHeight) setFollow(false);
+}
+
+function jumpToLatest() {
+  scrollDown(true);
+  messages().focus({ preventScroll: true });
 }
 
 function clearMessages() {
   messages().replaceChildren($("empty") || el("p", "empty"));
   $("empty").hidden = false;
-  follow.on = true;
+  setFollow(true);
 }
 
 function timeOf(iso) {
@@ -1388,6 +1407,8 @@ function main() {
   for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
     messages().addEventListener(type, onUserScrolls, { passive: true });
   }
+  messages().addEventListener("touchstart", (event) => { follow.touchY = event.touches[0].clientY; }, { passive: true });
+  $("jump").addEventListener("click", jumpToLatest);
   $("show-chats").addEventListener("click", () => togglePanel("chats"));
   $("show-tasks").addEventListener("click", () => togglePanel("tasks"));
   // Signed in or out in another tab: this one follows.
