@@ -473,9 +473,25 @@ function taskName(args) {
   return args && args.title ? quoted(args.title) : "a task";
 }
 
+// A call the user said no to (Reject, or a new message sent instead of deciding) comes back
+// with the server's words for the model (domain/approvals.py `declined`): it never ran.
+const DECLINED = "The user declined this tool call";
+
+function isDeclined(result) {
+  const said = result && typeof result === "object" ? result.error : result;
+  return typeof said === "string" && said.startsWith(DECLINED);
+}
+
+const NOT_DONE = { add_task: "added", list_tasks: "listed", complete_task: "completed", update_task: "updated",
+  delete_task: "deleted" };
+
 // One line for a call: what is being done, then what was done.
 function toolSummary(name, args, result) {
   args = args || {};
+  if (isDeclined(result)) {
+    const what = name === "list_tasks" ? "Your tasks were" : `${args.title ? quoted(args.title) : "The task"} was`;
+    return NOT_DONE[name] ? `Declined: ${what} not ${NOT_DONE[name]}` : `Declined: ${name} did not run`;
+  }
   if (result === undefined) {
     const running = {
       add_task: `Adding ${taskName(args)}…`,
@@ -530,6 +546,7 @@ function toolDetails(name, args, result) {
   if (asked.children.length) body.append(asked);
   const outcome = el("div", "tool-result");
   if (result === undefined) outcome.textContent = "Running…";
+  else if (isDeclined(result)) outcome.textContent = "You declined this call; it did not run.";
   else if (result && typeof result === "object" && result.error) outcome.textContent = String(result.error);
   else if (result && typeof result === "object" && Array.isArray(result.tasks)) {
     if (!result.tasks.length) outcome.textContent = "No tasks.";
@@ -590,6 +607,12 @@ class Turn {
   }
 
   tool({ call_id, name, arguments: args }) {
+    // A call decided on its card is answered by the reply that follows: one line for it.
+    const shown = callCard(call_id);
+    if (shown) {
+      this.cards.set(call_id, shown);
+      return;
+    }
     const card = el("details", "tool");
     card.dataset.callId = call_id;
     card.call = { name, args };
@@ -601,12 +624,9 @@ class Turn {
   }
 
   result({ call_id, result }) {
-    const card = this.cards.get(call_id);
+    const card = this.cards.get(call_id) || callCard(call_id);
     if (!card) return;
-    const { name, args } = card.call;
-    card.querySelector(".tool-summary").textContent = toolSummary(name, args, result);
-    card.querySelector(".tool-details").replaceWith(toolDetails(name, args, result));
-    card.classList.toggle("failed", Boolean(result && result.error));
+    showResult(card, result);
     scrollDown();
   }
 
@@ -651,6 +671,25 @@ class Turn {
     this.node.append(meta);
     scrollDown();
   }
+}
+
+function callCard(callId) {
+  return messages().querySelector(`.tool[data-call-id="${CSS.escape(callId)}"]`);
+}
+
+function showResult(card, result) {
+  const { name, args } = card.call;
+  const declined = isDeclined(result);
+  card.querySelector(".tool-summary").textContent = toolSummary(name, args, result);
+  card.querySelector(".tool-details").replaceWith(toolDetails(name, args, result));
+  card.classList.toggle("declined", declined);
+  card.classList.toggle("failed", !declined && Boolean(result && result.error));
+}
+
+// Declined on the page before the server's answer comes: its card and its tool line say so.
+function showDeclined(callId) {
+  const card = callCard(callId);
+  if (card && !card.classList.contains("declined")) showResult(card, DECLINED);
 }
 
 // What the reply said, as written (markdown), for the clipboard.
@@ -699,8 +738,12 @@ function renderMessages(list, approvals = []) {
   scrollDown(true);
 }
 
+// The server's reason for a call declined by a newer message (domain/approvals.py SUPERSEDED).
+const SUPERSEDED = "they sent a new message instead of deciding";
+
 function decisionText(decision, reason) {
   if (decision === "approved") return "Approved";
+  if (reason === SUPERSEDED) reason = "you sent a new message instead";
   return reason ? `Declined: ${reason}` : "Declined";
 }
 
@@ -710,10 +753,23 @@ function decide(card, runId, callId, approve) {
   if (state.reply || !state.loaded) return;
   for (const button of card.querySelectorAll("button")) button.remove();
   card.append(el("p", `approval-decision ${approve ? "approved" : "rejected"}`, decisionText(approve ? "approved" : "rejected")));
+  if (!approve) showDeclined(callId);
   const reply = newReply({ decision: true });
   if (reply.transport === "ws") ws.decide(reply, runId, callId, approve);
   else followSSE(reply, () => sse.decide(reply, runId, callId, approve));
   $("input").focus();
+}
+
+// A new message declines the calls still waiting in the conversation (the server does so as it
+// stores the message): their cards say so at once, rather than offer buttons that no longer work.
+function declineWaiting() {
+  for (const card of messages().querySelectorAll(".approval")) {
+    const buttons = card.querySelector(".approval-buttons");
+    if (!buttons) continue;
+    buttons.remove();
+    card.append(el("p", "approval-decision rejected", decisionText("rejected", "you sent a new message instead")));
+    showDeclined(card.dataset.callId);
+  }
 }
 
 // A decision recorded while the reply still waits for others: no continuation yet.
@@ -1239,6 +1295,7 @@ function send() {
   input.value = "";
   autosize();
   hideBanner(); // a new message: the last one's trouble is over
+  declineWaiting();
   const userNode = appendUser(message);
   const reply = newReply({ userNode, message });
   if (reply.transport === "ws") ws.chat(reply, message);
