@@ -129,3 +129,32 @@ def test_after_reject_the_tool_line_says_it_was_declined_before_and_after_a_relo
     expect(page.locator(".tool.declined")).to_have_count(1)
     expect(page.locator(".tool.failed")).to_have_count(0)
     assert stored(server, "SELECT title FROM task") == [("call the bank",)]
+
+
+def test_a_second_tab_shows_the_question_of_a_reply_started_in_the_first(browser, server):
+    tabs = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tabs.append(tab)
+    one, other = tabs
+    try:
+        sign_in(one, server)
+        send(one, "add buy milk")
+        expect(one.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+        sign_in(other, server)
+        other.locator("#conversations li .title").first.click()
+        expect(other.locator(".msg.user .bubble")).to_have_text(["add buy milk"])
+
+        send(one, "hello")
+        live = other.locator(".msg.assistant").nth(1)
+        expect(live).to_have_class("msg assistant streaming")
+        expect(other.locator(".msg.user .bubble")).to_have_text(["add buy milk", "hello"])  # the question, first
+        assert other.locator(".msg").nth(2).get_attribute("class").startswith("msg user")
+        expect(live).to_have_attribute("data-status", "completed")
+        ARTIFACTS.mkdir(exist_ok=True)
+        other.screenshot(path=str(ARTIFACTS / "chat_page_second_tab.png"))
+    finally:
+        for tab in tabs:
+            tab.context.close()

@@ -1107,6 +1107,7 @@ async function learnMessageIds(conversationId) {
 const feed = {
   abort: null,
   lastId: null,
+  opening: false,
 
   start() {
     this.stop();
@@ -1139,8 +1140,12 @@ const feed = {
     const shown = event.conversation_id && event.conversation_id === state.conversationId;
     switch (event.type) {
       case "run_started":
-        if (shown && !state.reply && state.loaded) {
-          resumeReply({ runId: event.run_id, conversationId: event.conversation_id, seq: 0, items: [] });
+        // Redrawn from the stored conversation first: it holds the message this reply answers
+        // (sent from another tab or device), then the reply is followed live.
+        if (shown && !state.reply && state.loaded && !this.opening) {
+          this.opening = true;
+          openConversation(event.conversation_id, { runId: event.run_id, conversationId: event.conversation_id,
+            seq: 0, items: [] }).catch(showError).finally(() => { this.opening = false; });
         }
         break;
       case "run_finished":
