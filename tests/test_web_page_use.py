@@ -158,3 +158,67 @@ def test_a_second_tab_shows_the_question_of_a_reply_started_in_the_first(browser
     finally:
         for tab in tabs:
             tab.context.close()
+
+
+def test_screen_readers_hear_the_question_turns_the_open_conversation_and_axe_passes_with_a_declined_card(
+        browser, settings):
+    require_node_clients()  # axe-core is pinned with them in tests/node
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=5, tool_approval="delete_task"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        chat_via_rest(live, "hello")
+        screens = [("light", {"width": 1280, "height": 800}), ("dark", {"width": 1280, "height": 800}),
+                   ("phone", {"width": 375, "height": 700})]
+        for index, (scheme, viewport) in enumerate(screens):
+            context = browser.new_context(viewport=viewport, color_scheme="dark" if scheme == "dark" else "light")
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            try:
+                if index == 0:
+                    ask_to_delete(page, live, "call the bank")
+                    # The question is said, not "The reply is done."
+                    expect(page.locator("#announce")).to_contain_text("Delete the task “call the bank”?")
+                    page.locator(".approval").get_by_role("button", name="Reject").click()
+                    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+                else:
+                    sign_in(page, live)
+                    if scheme == "phone":
+                        page.locator("#show-chats").click()
+                    page.locator("#conversations li", has_text="delete call the bank").locator(".title").click()
+                expect(page.locator(".approval .approval-decision")).to_have_text("Declined")
+                # Turns named for who spoke; the open conversation marked; one h1 naming it.
+                expect(page.get_by_role("article", name="You said")).to_have_count(1)
+                expect(page.get_by_role("article", name="Assistant said")).to_have_count(2)
+                if scheme != "phone":
+                    expect(page.locator("#conversations [aria-current=page]")).to_have_text("delete call the bank")
+                    expect(page.get_by_role("heading", level=1)).to_have_text("delete call the bank")
+                assert run_axe(page) == [], scheme
+                page.screenshot(path=str(ARTIFACTS / f"chat_page_declined_{scheme}.png"))
+            finally:
+                context.close()
+    finally:
+        live.stop()
+
+
+def test_a_skip_link_leads_to_the_composer_and_each_conversation_is_one_tab_stop(page, server):
+    chat_via_rest(server, "add buy milk")
+    chat_via_rest(server, "list my tasks")
+    sign_in(page, server)
+    page.locator("input[name=transport]:checked").focus()  # the first control of the header
+    page.keyboard.press("Shift+Tab")  # the one before it: the skip link comes first
+    skip = page.get_by_role("link", name="Skip to the message box")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(page.locator("#input")).to_be_focused()
+
+    titles = page.locator("#conversations li .title")
+    titles.first.focus()
+    page.keyboard.press("Tab")
+    expect(titles.nth(1)).to_be_focused()  # not the first row's ✎ and ✕
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#conversations li").nth(1).locator(".rename")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#conversations li").nth(1).locator(".delete")).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    expect(titles.first).to_be_focused()

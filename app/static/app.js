@@ -393,9 +393,17 @@ function actionButton(label, className, onClick, ariaLabel) {
   return button;
 }
 
+// Each message is a turn a screen reader can jump to, named for who spoke.
+function turnNode(className, label) {
+  const node = el("div", className);
+  node.setAttribute("role", "article");
+  node.setAttribute("aria-label", label);
+  return node;
+}
+
 function appendUser(text, { id, at } = {}) {
   $("empty").hidden = true;
-  const node = el("div", "msg user");
+  const node = turnNode("msg user", "You said");
   if (id) node.dataset.id = id;
   const meta = el("div", "meta");
   meta.append(timeOf(at), actionButton("Edit", "edit", () => editMessage(node), "Edit and resend"));
@@ -571,7 +579,7 @@ function toolDetails(name, args, result) {
 class Turn {
   constructor(live, { at, runId } = {}) {
     $("empty").hidden = true;
-    this.node = el("div", live ? "msg assistant streaming" : "msg assistant");
+    this.node = turnNode(live ? "msg assistant streaming" : "msg assistant", "Assistant said");
     if (runId) this.node.dataset.runId = runId;
     this.bubble = null;
     this.cards = new Map();
@@ -895,16 +903,42 @@ function renderConversations(list) {
     });
     const remove = deleteButton(`delete-${conversation.id}`, `Delete ${quoted(name)}`,
       () => deleteConversation(conversation.id));
+    // One Tab stop per conversation (its title); the arrow keys reach its buttons and the others.
+    rename.tabIndex = -1;
+    remove.tabIndex = -1;
     item.append(title, rename, remove);
     return item;
   });
   keepFocus($("conversations"), () => $("conversations").replaceChildren(...items));
+  markActiveConversation();
 }
 
 function markActiveConversation() {
   for (const item of $("conversations").children) {
-    item.classList.toggle("active", item.dataset.id === state.conversationId);
+    const active = item.dataset.id === state.conversationId;
+    item.classList.toggle("active", active);
+    const title = item.querySelector(".title");
+    if (title && active) title.setAttribute("aria-current", "page");
+    else if (title) title.removeAttribute("aria-current");
   }
+  const shown = $("conversations").querySelector("li.active .title");
+  $("chat-title").textContent = shown ? shown.textContent : "New chat";
+}
+
+// Left/Right move along a conversation's row (title, rename, delete), Up/Down between rows.
+function onConversationKeys(event) {
+  const row = event.target.closest("li");
+  if (!row || !["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key)) return;
+  if (event.target.classList.contains("rename-input")) return;
+  event.preventDefault();
+  if (event.key === "ArrowUp" || event.key === "ArrowDown") {
+    const next = event.key === "ArrowUp" ? row.previousElementSibling : row.nextElementSibling;
+    if (next) next.querySelector(".title").focus();
+    return;
+  }
+  const stops = [...row.querySelectorAll("button")];
+  const at = stops.indexOf(event.target) + (event.key === "ArrowRight" ? 1 : -1);
+  if (at >= 0 && at < stops.length) stops[at].focus();
 }
 
 // Numbered as the assistant numbers them (domain/tasks.py: `number`, 1 = oldest), so
@@ -1326,7 +1360,11 @@ async function stop() {
 function announce(reply, status) {
   const words = [...reply.turn.node.querySelectorAll(".bubble")].map((bubble) => bubble.textContent).join(" ");
   const label = STATUS_LABELS[status] ? `${STATUS_LABELS[status]}. ` : "";
-  $("announce").textContent = `${label}${words.slice(0, 500) || "The reply is done."}`;
+  // A reply stopped at a question: the question is what the user must hear, not "done".
+  const asked = [...reply.turn.node.querySelectorAll(".approval-buttons")]
+    .map((buttons) => buttons.parentNode.querySelector(".approval-question").textContent);
+  const question = asked.length ? ` The assistant asks: ${asked.join(" ")} Approve or Reject below.` : "";
+  $("announce").textContent = `${label}${words.slice(0, 500)}${question}`.trim() || "The reply is done.";
 }
 
 function setBusy(busy) {
@@ -1482,6 +1520,11 @@ function main() {
   });
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
+  $("conversations").addEventListener("keydown", onConversationKeys);
+  document.querySelector(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("input").focus();
+  });
   $("banner-close").addEventListener("click", () => hideBanner());
   $("sign-out").addEventListener("click", () => signOut());
   $("sign-in-form").addEventListener("submit", (event) => {
