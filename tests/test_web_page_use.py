@@ -222,3 +222,39 @@ def test_a_skip_link_leads_to_the_composer_and_each_conversation_is_one_tab_stop
     expect(page.locator("#conversations li").nth(1).locator(".delete")).to_be_focused()
     page.keyboard.press("ArrowUp")
     expect(titles.first).to_be_focused()
+
+
+def test_a_counter_shows_near_the_size_limit_and_a_refused_message_keeps_the_composer_s_size(page, server):
+    limit = server.settings.max_message_bytes
+    sign_in(page, server)
+    counter = page.locator("#counter")
+    page.locator("#input").fill("x" * (limit // 2))
+    expect(counter).to_be_hidden()  # far from the limit: nothing to count
+    page.locator("#input").fill("x" * (limit - 100))
+    expect(counter).to_be_visible()
+    expect(counter).to_have_text(f"{limit - 100:,} / {limit:,} bytes")
+    too_long = "line of text\n" * (limit // 13 + 10)
+    page.locator("#input").fill(too_long)
+    expect(counter).to_have_class("counter over")
+    height = page.locator("#input").evaluate("i => i.getBoundingClientRect().height")
+    assert height > 100
+    page.locator("#input").press("Enter")
+    expect(page.locator("#banner")).to_contain_text(f"longer than {limit} bytes")
+    expect(page.locator("#input")).to_have_value(too_long.strip())
+    assert page.locator("#input").evaluate("i => i.getBoundingClientRect().height") >= height - 2  # not squashed
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat_page_too_long.png"))
+
+
+def test_enter_during_a_reply_says_why_nothing_was_sent_and_keeps_the_text(page, server):
+    sign_in(page, server)
+    send(page, "hello")
+    reply = page.locator(".msg.assistant").last
+    expect(reply.locator(".bubble")).to_contain_text("todo assistant")
+    send(page, "add buy milk")
+    expect(page.locator("#banner")).to_contain_text("A reply is still being written")
+    expect(page.locator("#input")).to_have_value("add buy milk")
+    expect(reply).to_have_attribute("data-status", "completed")
+    expect(page.locator("#banner")).to_be_hidden()  # over once the reply ends
+    page.locator("#input").press("Enter")
+    expect(page.locator(".msg.user .bubble")).to_have_text(["hello", "add buy milk"])

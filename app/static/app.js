@@ -1290,6 +1290,7 @@ function finishReply(reply, status) {
   if (state.reply === reply) {
     state.reply = null;
     setBusy(false);
+    hideBanner("busy");
   }
   if (reply.conversationId) learnMessageIds(reply.conversationId).catch(showError);
   loadConversations().catch(showError);
@@ -1304,6 +1305,8 @@ function refused(reply, error) {
   if (reply.userNode) reply.userNode.remove();
   if (!messages().querySelector(".msg")) $("empty").hidden = false;
   if (!$("input").value && reply.message && !reply.again) $("input").value = reply.message;
+  learnLimit(error);
+  autosize(); // the text back in the box, at its size
   state.reply = null;
   setBusy(false);
   showError(error);
@@ -1330,6 +1333,11 @@ function resumeReply(saved) {
 function send() {
   const input = $("input");
   const message = input.value.trim();
+  if (message && state.reply && state.loaded) {
+    // Not silently ignored: the message stays in the box until the reply is done.
+    banner("A reply is still being written: your message stays here. Send it once the reply ends, or Stop it (Escape).", "busy");
+    return;
+  }
   if (!message || state.reply || !state.loaded) return;
   input.value = "";
   autosize();
@@ -1476,6 +1484,26 @@ function autosize() {
   const input = $("input");
   input.style.height = "auto";
   input.style.height = `${input.scrollHeight + 2}px`;
+  countBytes();
+}
+
+// The server refuses a message over its size limit (MAX_MESSAGE_BYTES, 16 KB unless configured;
+// a refusal names the real figure and the page learns it). Near the limit a counter shows.
+const limits = { messageBytes: 16 * 1024 };
+const bytesOf = (text) => new TextEncoder().encode(text).length;
+
+function countBytes() {
+  const used = bytesOf($("input").value.trim());
+  const counter = $("counter");
+  const near = used >= limits.messageBytes * 0.8;
+  counter.hidden = !near;
+  counter.classList.toggle("over", used > limits.messageBytes);
+  counter.textContent = near ? `${used.toLocaleString("en")} / ${limits.messageBytes.toLocaleString("en")} bytes` : "";
+}
+
+function learnLimit(error) {
+  const match = /longer than (\d+) bytes/.exec(error.message || "");
+  if (match) limits.messageBytes = Number(match[1]);
 }
 
 function main() {
