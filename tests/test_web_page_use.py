@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import msgspec
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer, auth, start_live_server
 from tests.test_web_page import (  # noqa: F401 (fixtures)
     ARTIFACTS,
     TIMEOUT_MS,
@@ -258,3 +259,22 @@ def test_enter_during_a_reply_says_why_nothing_was_sent_and_keeps_the_text(page,
     expect(page.locator("#banner")).to_be_hidden()  # over once the reply ends
     page.locator("#input").press("Enter")
     expect(page.locator(".msg.user .bubble")).to_have_text(["hello", "add buy milk"])
+
+
+def test_an_approval_card_says_when_it_was_decided_not_when_the_page_was_drawn(asking):
+    page, server = asking
+    ask_to_delete(page, server, "call the bank")
+    page.locator(".approval").get_by_role("button", name="Reject").click()
+    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+    expect(page.locator(".approval .approval-time")).to_contain_text("Decided at")
+    conversation_id = page.evaluate("JSON.parse(sessionStorage.getItem('chat.conversation'))")
+    [approval] = httpx.get(f"{server.url}/api/alice/conversations/{conversation_id}", headers=auth("alice")).json()[
+        "approvals"]
+    iso = page.evaluate("at => new Date(at).toISOString()", approval["decided_at"])
+    asked = page.evaluate("at => new Date(at).toISOString()", approval["created_at"])
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+    expect(page.locator(".approval .approval-time time")).to_have_attribute("datetime", iso)
+    # The reply that only asked says when it asked.
+    turn = page.locator(".msg.assistant", has=page.locator(".approval"))
+    expect(turn.locator(".meta time")).to_have_attribute("datetime", asked)

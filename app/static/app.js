@@ -640,11 +640,12 @@ class Turn {
 
   // A call waiting for the user's yes: the question in words and two buttons; once decided,
   // the decision instead. Redrawn from the conversation after a reload.
-  approval({ run_id, call_id, description, decision, reason }) {
+  approval({ run_id, call_id, description, decision, reason, created_at, decided_at }) {
     const card = el("div", "approval");
     card.dataset.callId = call_id;
+    if (created_at && !this.at) this.at = created_at; // a reply that only asked: it asked then
     card.append(el("p", "approval-question", `${description || "Run this tool"}?`));
-    if (decision) card.append(el("p", `approval-decision ${decision}`, decisionText(decision, reason)));
+    if (decision) card.append(...decisionLine(decision, reason, decided_at));
     else {
       const buttons = el("div", "approval-buttons");
       for (const [label, approve, kind] of [["Approve", true, "primary"], ["Reject", false, "ghost"]]) {
@@ -749,6 +750,13 @@ function renderMessages(list, approvals = []) {
 // The server's reason for a call declined by a newer message (domain/approvals.py SUPERSEDED).
 const SUPERSEDED = "they sent a new message instead of deciding";
 
+// The decision, and when it was made (not when the page was drawn).
+function decisionLine(decision, reason, at) {
+  const when = el("p", "approval-time", "Decided at ");
+  when.append(timeOf(at));
+  return [el("p", `approval-decision ${decision}`, decisionText(decision, reason)), when];
+}
+
 function decisionText(decision, reason) {
   if (decision === "approved") return "Approved";
   if (reason === SUPERSEDED) reason = "you sent a new message instead";
@@ -760,7 +768,7 @@ function decisionText(decision, reason) {
 function decide(card, runId, callId, approve) {
   if (state.reply || !state.loaded) return;
   for (const button of card.querySelectorAll("button")) button.remove();
-  card.append(el("p", `approval-decision ${approve ? "approved" : "rejected"}`, decisionText(approve ? "approved" : "rejected")));
+  card.append(...decisionLine(approve ? "approved" : "rejected"));
   if (!approve) showDeclined(callId);
   const reply = newReply({ decision: true });
   if (reply.transport === "ws") ws.decide(reply, runId, callId, approve);
@@ -775,7 +783,7 @@ function declineWaiting() {
     const buttons = card.querySelector(".approval-buttons");
     if (!buttons) continue;
     buttons.remove();
-    card.append(el("p", "approval-decision rejected", decisionText("rejected", "you sent a new message instead")));
+    card.append(...decisionLine("rejected", SUPERSEDED));
     showDeclined(card.dataset.callId);
   }
 }
