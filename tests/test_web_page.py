@@ -161,7 +161,7 @@ def test_a_reload_mid_reply_reattaches_and_shows_the_rest(page, server, transpor
     assert "delete one" in content
     # Nothing lost, nothing twice: the markdown rendered is the stored reply, its list a list.
     assert reply.locator(".bubble").evaluate("bubble => bubble.source") == content
-    expect(reply.locator(".bubble ul li")).to_have_count(5)
+    expect(reply.locator(".bubble ul li")).to_have_count(6)  # the help lists six things
     assert stored(server, "SELECT status FROM run") == [("completed",)]
     assert page.evaluate("sessionStorage.getItem('chat.reply')") is None
 
