@@ -900,3 +900,32 @@ def test_an_approval_card_says_when_it_was_decided_not_when_the_page_was_drawn(a
     # The reply that only asked says when it asked.
     turn = page.locator(".msg.assistant", has=page.locator(".approval"))
     expect(turn.locator(".meta time")).to_have_attribute("datetime", asked)
+
+
+def test_the_sixtieth_oldest_conversation_is_reachable_and_new_chat_stays_in_reach(browser, settings):
+    live = start_live_server(msgspec.structs.replace(settings, offline_token_delay_ms=0, messages_per_minute=100))
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        for n in range(60):
+            chat_via_rest(live, f"add chore {n:02}")
+        sign_in(page, live)
+        rows = page.locator("#conversations li")
+        expect(rows).to_have_count(50)
+        oldest = page.locator("#conversations li", has_text="add chore 00")
+        expect(oldest).to_have_count(0)
+        page.locator("#sidebar").evaluate("box => box.scrollTo(0, box.scrollHeight)")
+        expect(rows).to_have_count(60)
+        oldest.locator(".title").scroll_into_view_if_needed()
+        new_chat = page.locator("#new-chat").bounding_box()
+        sidebar = page.locator("#sidebar").bounding_box()
+        assert sidebar["y"] <= new_chat["y"] <= sidebar["y"] + 20  # stuck at the top, in view
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "chat_page_sixty_conversations.png"))
+        oldest.locator(".title").click()
+        expect(page.locator(".msg.user .bubble")).to_have_text(["add chore 00"])
+        expect(page.get_by_role("button", name="Show more conversations")).to_be_hidden()  # all 60 shown
+    finally:
+        context.close()
+        live.stop()

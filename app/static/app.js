@@ -988,8 +988,33 @@ function renderTasks(list) {
 
 // ---- conversations and tasks ----------------------------------------------------------------
 
+// The newest conversations, a page at a time: scrolling the list to its end (or "Show more")
+// asks for the next 50, up to the server's largest page (200).
+const CONVERSATIONS_PAGE = 50;
+const MAX_CONVERSATIONS = 200;
+const chats = { limit: CONVERSATIONS_PAGE, full: false, loading: false };
+
 async function loadConversations() {
-  renderConversations(await api("GET", "/conversations"));
+  const list = await api("GET", `/conversations?limit=${chats.limit}`);
+  chats.full = list.length >= chats.limit && chats.limit < MAX_CONVERSATIONS;
+  renderConversations(list);
+  $("more-chats").hidden = !chats.full;
+}
+
+async function loadMoreConversations() {
+  if (!chats.full || chats.loading) return;
+  chats.loading = true;
+  chats.limit = Math.min(MAX_CONVERSATIONS, chats.limit + CONVERSATIONS_PAGE);
+  try {
+    await loadConversations();
+  } finally {
+    chats.loading = false;
+  }
+}
+
+function onSidebarScroll() {
+  const box = $("sidebar");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 80) loadMoreConversations().catch(showError);
 }
 
 async function loadTasks() {
@@ -1557,6 +1582,8 @@ function main() {
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("conversations").addEventListener("keydown", onConversationKeys);
+  $("sidebar").addEventListener("scroll", onSidebarScroll, { passive: true });
+  $("more-chats").addEventListener("click", () => loadMoreConversations().catch(showError));
   document.querySelector(".skip-link").addEventListener("click", (event) => {
     event.preventDefault();
     $("input").focus();
