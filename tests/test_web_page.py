@@ -929,3 +929,17 @@ def test_the_sixtieth_oldest_conversation_is_reachable_and_new_chat_stays_in_rea
     finally:
         context.close()
         live.stop()
+
+
+def test_back_online_a_failed_send_s_banner_goes_and_sending_works_at_once(page, server):
+    sign_in(page, server)
+    page.context.set_offline(True)
+    expect(page.locator("#banner")).to_contain_text("You are offline")
+    send(page, "add buy milk")
+    expect(page.locator("#banner")).to_contain_text("cannot be reached")
+    expect(page.locator("#input")).to_have_value("add buy milk")  # given back to send again
+    page.context.set_offline(False)
+    expect(page.locator("#banner")).to_be_hidden(timeout=1000)  # within a second of `online`
+    page.locator("#input").press("Enter")
+    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "completed")
+    expect(page.locator("#tasks li .title")).to_have_text(["buy milk"])

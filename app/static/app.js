@@ -35,6 +35,13 @@ const state = {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A wait before reconnecting ends early when the browser says the network is back.
+let wakeOnline = [];
+const napUntilOnline = (ms) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  wakeOnline.push(() => { clearTimeout(timer); resolve(); });
+});
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -85,7 +92,7 @@ function hideBanner(kind) {
 
 function showError(error) {
   if (error.name === "AbortError") return;
-  banner(error.message || String(error));
+  banner(error.message || String(error), error.code === "unreachable" ? "unreachable" : "error");
   if (error.status === 401) signOut({ keepBanner: true });
 }
 
@@ -204,7 +211,7 @@ async function followSSE(reply, first) {
     }
     const delay = Math.min(8000, 500 * 2 ** attempt);
     banner(`The connection was lost; re-attaching in ${delay / 1000} s…`, "connection");
-    await sleep(delay);
+    await napUntilOnline(delay);
     step = () => sse.resume(reply);
   }
 }
@@ -301,6 +308,23 @@ const ws = {
 };
 
 setInterval(() => ws.ready && ws.send({ type: "ping" }), 25000);
+
+// Back online: every wait for a retry ends now, a closed socket reconnects at once, and a
+// "cannot be reached" from while offline is over.
+function onOnline() {
+  for (const wake of wakeOnline.splice(0)) wake();
+  if (ws.wanted && !ws.socket) {
+    clearTimeout(ws.timer);
+    ws.attempt = 0;
+    ws.connect();
+  }
+  hideBanner("unreachable");
+  if (bannerKind === "offline") hideBanner("offline");
+}
+
+function onOffline() {
+  banner("You are offline. The page reconnects as soon as the network is back.", "offline");
+}
 
 function onFrame(frame) {
   const reply = state.reply;
@@ -1198,7 +1222,7 @@ const feed = {
       } catch (error) {
         if (error.name === "AbortError" || error.status === 401) return;
       }
-      await sleep(Math.min(10000, 1000 * 2 ** attempt));
+      await napUntilOnline(Math.min(10000, 1000 * 2 ** attempt));
     }
   },
 
@@ -1582,6 +1606,8 @@ function main() {
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("conversations").addEventListener("keydown", onConversationKeys);
+  window.addEventListener("online", onOnline);
+  window.addEventListener("offline", onOffline);
   $("sidebar").addEventListener("scroll", onSidebarScroll, { passive: true });
   $("more-chats").addEventListener("click", () => loadMoreConversations().catch(showError));
   document.querySelector(".skip-link").addEventListener("click", (event) => {
