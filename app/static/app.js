@@ -35,6 +35,13 @@ const state = {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// A wait before reconnecting ends early when the browser says the network is back.
+let wakeOnline = [];
+const napUntilOnline = (ms) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  wakeOnline.push(() => { clearTimeout(timer); resolve(); });
+});
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -85,7 +92,7 @@ function hideBanner(kind) {
 
 function showError(error) {
   if (error.name === "AbortError") return;
-  banner(error.message || String(error));
+  banner(error.message || String(error), error.code === "unreachable" ? "unreachable" : "error");
   if (error.status === 401) signOut({ keepBanner: true });
 }
 
@@ -204,7 +211,7 @@ async function followSSE(reply, first) {
     }
     const delay = Math.min(8000, 500 * 2 ** attempt);
     banner(`The connection was lost; re-attaching in ${delay / 1000} s…`, "connection");
-    await sleep(delay);
+    await napUntilOnline(delay);
     step = () => sse.resume(reply);
   }
 }
@@ -302,6 +309,23 @@ const ws = {
 
 setInterval(() => ws.ready && ws.send({ type: "ping" }), 25000);
 
+// Back online: every wait for a retry ends now, a closed socket reconnects at once, and a
+// "cannot be reached" from while offline is over.
+function onOnline() {
+  for (const wake of wakeOnline.splice(0)) wake();
+  if (ws.wanted && !ws.socket) {
+    clearTimeout(ws.timer);
+    ws.attempt = 0;
+    ws.connect();
+  }
+  hideBanner("unreachable");
+  if (bannerKind === "offline") hideBanner("offline");
+}
+
+function onOffline() {
+  banner("You are offline. The page reconnects as soon as the network is back.", "offline");
+}
+
 function onFrame(frame) {
   const reply = state.reply;
   if (frame.type === "pong") return;
@@ -330,32 +354,51 @@ function setConnection(status) {
 
 const messages = () => $("messages");
 
-// Follows the reply while the user stays at the bottom; once they scroll up to read, it stops
-// until they come back down (or send). Decided by what the user does (wheel, touch, keys,
-// scrollbar), not by the height the last append left: a tall card used to look like
-// "scrolled away", and a card changing size moves the scroll position by itself.
-const follow = { on: true, userAt: -Infinity };
+// Follows the reply while the user stays at the bottom; any move up (wheel, PageUp, arrow keys,
+// touch, the scrollbar) stops following at once, and "Jump to latest" brings the reader back.
+// A smooth wheel scroll starts with small steps: deciding by distance from the bottom let the
+// next token snap it back, so the direction of the move decides.
+const follow = { on: true, userAt: -Infinity, lastTop: 0, touchY: null };
+
+function setFollow(on) {
+  follow.on = on;
+  $("jump").hidden = on;
+}
 
 function scrollDown(force) {
   const box = messages();
-  if (force) follow.on = true;
+  if (force) setFollow(true);
   if (follow.on) box.scrollTop = box.scrollHeight;
+  follow.lastTop = box.scrollTop;
 }
 
 function onMessagesScroll() {
   const box = messages();
-  if (box.scrollHeight - box.scrollTop - box.clientHeight < 40) follow.on = true;
-  else if (performance.now() - follow.userAt < 1000) follow.on = false;
+  const top = box.scrollTop;
+  const up = top < follow.lastTop - 1;
+  follow.lastTop = top;
+  if (up && performance.now() - follow.userAt < 1000) setFollow(false);
+  else if (!up && box.scrollHeight - top - box.clientHeight < 4) setFollow(true);
 }
 
-function onUserScrolls() {
+function onUserScrolls(event) {
   follow.userAt = performance.now();
+  const upward = (event.type === "wheel" && event.deltaY < 0)
+    || (event.type === "keydown" && ["PageUp", "ArrowUp", "Home"].includes(event.key))
+    || (event.type === "touchmove" && follow.touchY !== null && event.touches[0].clientY > follow.touchY);
+  if (event.type === "touchmove") follow.touchY = event.touches[0].clientY;
+  if (upward && messages().scrollHeight > messages().clientHeight) setFollow(false);
+}
+
+function jumpToLatest() {
+  scrollDown(true);
+  messages().focus({ preventScroll: true });
 }
 
 function clearMessages() {
   messages().replaceChildren($("empty") || el("p", "empty"));
   $("empty").hidden = false;
-  follow.on = true;
+  setFollow(true);
 }
 
 function timeOf(iso) {
@@ -374,9 +417,17 @@ function actionButton(label, className, onClick, ariaLabel) {
   return button;
 }
 
+// Each message is a turn a screen reader can jump to, named for who spoke.
+function turnNode(className, label) {
+  const node = el("div", className);
+  node.setAttribute("role", "article");
+  node.setAttribute("aria-label", label);
+  return node;
+}
+
 function appendUser(text, { id, at } = {}) {
   $("empty").hidden = true;
-  const node = el("div", "msg user");
+  const node = turnNode("msg user", "You said");
   if (id) node.dataset.id = id;
   const meta = el("div", "meta");
   meta.append(timeOf(at), actionButton("Edit", "edit", () => editMessage(node), "Edit and resend"));
@@ -454,9 +505,25 @@ function taskName(args) {
   return args && args.title ? quoted(args.title) : "a task";
 }
 
+// A call the user said no to (Reject, or a new message sent instead of deciding) comes back
+// with the server's words for the model (domain/approvals.py `declined`): it never ran.
+const DECLINED = "The user declined this tool call";
+
+function isDeclined(result) {
+  const said = result && typeof result === "object" ? result.error : result;
+  return typeof said === "string" && said.startsWith(DECLINED);
+}
+
+const NOT_DONE = { add_task: "added", list_tasks: "listed", complete_task: "completed", update_task: "updated",
+  delete_task: "deleted" };
+
 // One line for a call: what is being done, then what was done.
 function toolSummary(name, args, result) {
   args = args || {};
+  if (isDeclined(result)) {
+    const what = name === "list_tasks" ? "Your tasks were" : `${args.title ? quoted(args.title) : "The task"} was`;
+    return NOT_DONE[name] ? `Declined: ${what} not ${NOT_DONE[name]}` : `Declined: ${name} did not run`;
+  }
   if (result === undefined) {
     const running = {
       add_task: `Adding ${taskName(args)}…`,
@@ -511,6 +578,7 @@ function toolDetails(name, args, result) {
   if (asked.children.length) body.append(asked);
   const outcome = el("div", "tool-result");
   if (result === undefined) outcome.textContent = "Running…";
+  else if (isDeclined(result)) outcome.textContent = "You declined this call; it did not run.";
   else if (result && typeof result === "object" && result.error) outcome.textContent = String(result.error);
   else if (result && typeof result === "object" && Array.isArray(result.tasks)) {
     if (!result.tasks.length) outcome.textContent = "No tasks.";
@@ -535,7 +603,7 @@ function toolDetails(name, args, result) {
 class Turn {
   constructor(live, { at, runId } = {}) {
     $("empty").hidden = true;
-    this.node = el("div", live ? "msg assistant streaming" : "msg assistant");
+    this.node = turnNode(live ? "msg assistant streaming" : "msg assistant", "Assistant said");
     if (runId) this.node.dataset.runId = runId;
     this.bubble = null;
     this.cards = new Map();
@@ -571,6 +639,12 @@ class Turn {
   }
 
   tool({ call_id, name, arguments: args }) {
+    // A call decided on its card is answered by the reply that follows: one line for it.
+    const shown = callCard(call_id);
+    if (shown) {
+      this.cards.set(call_id, shown);
+      return;
+    }
     const card = el("details", "tool");
     card.dataset.callId = call_id;
     card.call = { name, args };
@@ -582,22 +656,20 @@ class Turn {
   }
 
   result({ call_id, result }) {
-    const card = this.cards.get(call_id);
+    const card = this.cards.get(call_id) || callCard(call_id);
     if (!card) return;
-    const { name, args } = card.call;
-    card.querySelector(".tool-summary").textContent = toolSummary(name, args, result);
-    card.querySelector(".tool-details").replaceWith(toolDetails(name, args, result));
-    card.classList.toggle("failed", Boolean(result && result.error));
+    showResult(card, result);
     scrollDown();
   }
 
   // A call waiting for the user's yes: the question in words and two buttons; once decided,
   // the decision instead. Redrawn from the conversation after a reload.
-  approval({ run_id, call_id, description, decision, reason }) {
+  approval({ run_id, call_id, description, decision, reason, created_at, decided_at }) {
     const card = el("div", "approval");
     card.dataset.callId = call_id;
+    if (created_at && !this.at) this.at = created_at; // a reply that only asked: it asked then
     card.append(el("p", "approval-question", `${description || "Run this tool"}?`));
-    if (decision) card.append(el("p", `approval-decision ${decision}`, decisionText(decision, reason)));
+    if (decision) card.append(...decisionLine(decision, reason, decided_at));
     else {
       const buttons = el("div", "approval-buttons");
       for (const [label, approve, kind] of [["Approve", true, "primary"], ["Reject", false, "ghost"]]) {
@@ -632,6 +704,25 @@ class Turn {
     this.node.append(meta);
     scrollDown();
   }
+}
+
+function callCard(callId) {
+  return messages().querySelector(`.tool[data-call-id="${CSS.escape(callId)}"]`);
+}
+
+function showResult(card, result) {
+  const { name, args } = card.call;
+  const declined = isDeclined(result);
+  card.querySelector(".tool-summary").textContent = toolSummary(name, args, result);
+  card.querySelector(".tool-details").replaceWith(toolDetails(name, args, result));
+  card.classList.toggle("declined", declined);
+  card.classList.toggle("failed", !declined && Boolean(result && result.error));
+}
+
+// Declined on the page before the server's answer comes: its card and its tool line say so.
+function showDeclined(callId) {
+  const card = callCard(callId);
+  if (card && !card.classList.contains("declined")) showResult(card, DECLINED);
 }
 
 // What the reply said, as written (markdown), for the clipboard.
@@ -680,8 +771,19 @@ function renderMessages(list, approvals = []) {
   scrollDown(true);
 }
 
+// The server's reason for a call declined by a newer message (domain/approvals.py SUPERSEDED).
+const SUPERSEDED = "they sent a new message instead of deciding";
+
+// The decision, and when it was made (not when the page was drawn).
+function decisionLine(decision, reason, at) {
+  const when = el("p", "approval-time", "Decided at ");
+  when.append(timeOf(at));
+  return [el("p", `approval-decision ${decision}`, decisionText(decision, reason)), when];
+}
+
 function decisionText(decision, reason) {
   if (decision === "approved") return "Approved";
+  if (reason === SUPERSEDED) reason = "you sent a new message instead";
   return reason ? `Declined: ${reason}` : "Declined";
 }
 
@@ -690,11 +792,24 @@ function decisionText(decision, reason) {
 function decide(card, runId, callId, approve) {
   if (state.reply || !state.loaded) return;
   for (const button of card.querySelectorAll("button")) button.remove();
-  card.append(el("p", `approval-decision ${approve ? "approved" : "rejected"}`, decisionText(approve ? "approved" : "rejected")));
+  card.append(...decisionLine(approve ? "approved" : "rejected"));
+  if (!approve) showDeclined(callId);
   const reply = newReply({ decision: true });
   if (reply.transport === "ws") ws.decide(reply, runId, callId, approve);
   else followSSE(reply, () => sse.decide(reply, runId, callId, approve));
   $("input").focus();
+}
+
+// A new message declines the calls still waiting in the conversation (the server does so as it
+// stores the message): their cards say so at once, rather than offer buttons that no longer work.
+function declineWaiting() {
+  for (const card of messages().querySelectorAll(".approval")) {
+    const buttons = card.querySelector(".approval-buttons");
+    if (!buttons) continue;
+    buttons.remove();
+    card.append(...decisionLine("rejected", SUPERSEDED));
+    showDeclined(card.dataset.callId);
+  }
 }
 
 // A decision recorded while the reply still waits for others: no continuation yet.
@@ -820,16 +935,42 @@ function renderConversations(list) {
     });
     const remove = deleteButton(`delete-${conversation.id}`, `Delete ${quoted(name)}`,
       () => deleteConversation(conversation.id));
+    // One Tab stop per conversation (its title); the arrow keys reach its buttons and the others.
+    rename.tabIndex = -1;
+    remove.tabIndex = -1;
     item.append(title, rename, remove);
     return item;
   });
   keepFocus($("conversations"), () => $("conversations").replaceChildren(...items));
+  markActiveConversation();
 }
 
 function markActiveConversation() {
   for (const item of $("conversations").children) {
-    item.classList.toggle("active", item.dataset.id === state.conversationId);
+    const active = item.dataset.id === state.conversationId;
+    item.classList.toggle("active", active);
+    const title = item.querySelector(".title");
+    if (title && active) title.setAttribute("aria-current", "page");
+    else if (title) title.removeAttribute("aria-current");
   }
+  const shown = $("conversations").querySelector("li.active .title");
+  $("chat-title").textContent = shown ? shown.textContent : "New chat";
+}
+
+// Left/Right move along a conversation's row (title, rename, delete), Up/Down between rows.
+function onConversationKeys(event) {
+  const row = event.target.closest("li");
+  if (!row || !["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key)) return;
+  if (event.target.classList.contains("rename-input")) return;
+  event.preventDefault();
+  if (event.key === "ArrowUp" || event.key === "ArrowDown") {
+    const next = event.key === "ArrowUp" ? row.previousElementSibling : row.nextElementSibling;
+    if (next) next.querySelector(".title").focus();
+    return;
+  }
+  const stops = [...row.querySelectorAll("button")];
+  const at = stops.indexOf(event.target) + (event.key === "ArrowRight" ? 1 : -1);
+  if (at >= 0 && at < stops.length) stops[at].focus();
 }
 
 // Numbered as the assistant numbers them (domain/tasks.py: `number`, 1 = oldest), so
@@ -871,8 +1012,33 @@ function renderTasks(list) {
 
 // ---- conversations and tasks ----------------------------------------------------------------
 
+// The newest conversations, a page at a time: scrolling the list to its end (or "Show more")
+// asks for the next 50, up to the server's largest page (200).
+const CONVERSATIONS_PAGE = 50;
+const MAX_CONVERSATIONS = 200;
+const chats = { limit: CONVERSATIONS_PAGE, full: false, loading: false };
+
 async function loadConversations() {
-  renderConversations(await api("GET", "/conversations"));
+  const list = await api("GET", `/conversations?limit=${chats.limit}`);
+  chats.full = list.length >= chats.limit && chats.limit < MAX_CONVERSATIONS;
+  renderConversations(list);
+  $("more-chats").hidden = !chats.full;
+}
+
+async function loadMoreConversations() {
+  if (!chats.full || chats.loading) return;
+  chats.loading = true;
+  chats.limit = Math.min(MAX_CONVERSATIONS, chats.limit + CONVERSATIONS_PAGE);
+  try {
+    await loadConversations();
+  } finally {
+    chats.loading = false;
+  }
+}
+
+function onSidebarScroll() {
+  const box = $("sidebar");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 80) loadMoreConversations().catch(showError);
 }
 
 async function loadTasks() {
@@ -1032,6 +1198,7 @@ async function learnMessageIds(conversationId) {
 const feed = {
   abort: null,
   lastId: null,
+  opening: false,
 
   start() {
     this.stop();
@@ -1055,7 +1222,7 @@ const feed = {
       } catch (error) {
         if (error.name === "AbortError" || error.status === 401) return;
       }
-      await sleep(Math.min(10000, 1000 * 2 ** attempt));
+      await napUntilOnline(Math.min(10000, 1000 * 2 ** attempt));
     }
   },
 
@@ -1064,8 +1231,12 @@ const feed = {
     const shown = event.conversation_id && event.conversation_id === state.conversationId;
     switch (event.type) {
       case "run_started":
-        if (shown && !state.reply && state.loaded) {
-          resumeReply({ runId: event.run_id, conversationId: event.conversation_id, seq: 0, items: [] });
+        // Redrawn from the stored conversation first: it holds the message this reply answers
+        // (sent from another tab or device), then the reply is followed live.
+        if (shown && !state.reply && state.loaded && !this.opening) {
+          this.opening = true;
+          openConversation(event.conversation_id, { runId: event.run_id, conversationId: event.conversation_id,
+            seq: 0, items: [] }).catch(showError).finally(() => { this.opening = false; });
         }
         break;
       case "run_finished":
@@ -1176,6 +1347,7 @@ function finishReply(reply, status) {
   if (state.reply === reply) {
     state.reply = null;
     setBusy(false);
+    hideBanner("busy");
   }
   if (reply.conversationId) learnMessageIds(reply.conversationId).catch(showError);
   loadConversations().catch(showError);
@@ -1190,6 +1362,8 @@ function refused(reply, error) {
   if (reply.userNode) reply.userNode.remove();
   if (!messages().querySelector(".msg")) $("empty").hidden = false;
   if (!$("input").value && reply.message && !reply.again) $("input").value = reply.message;
+  learnLimit(error);
+  autosize(); // the text back in the box, at its size
   state.reply = null;
   setBusy(false);
   showError(error);
@@ -1216,10 +1390,16 @@ function resumeReply(saved) {
 function send() {
   const input = $("input");
   const message = input.value.trim();
+  if (message && state.reply && state.loaded) {
+    // Not silently ignored: the message stays in the box until the reply is done.
+    banner("A reply is still being written: your message stays here. Send it once the reply ends, or Stop it (Escape).", "busy");
+    return;
+  }
   if (!message || state.reply || !state.loaded) return;
   input.value = "";
   autosize();
   hideBanner(); // a new message: the last one's trouble is over
+  declineWaiting();
   const userNode = appendUser(message);
   const reply = newReply({ userNode, message });
   if (reply.transport === "ws") ws.chat(reply, message);
@@ -1245,7 +1425,11 @@ async function stop() {
 function announce(reply, status) {
   const words = [...reply.turn.node.querySelectorAll(".bubble")].map((bubble) => bubble.textContent).join(" ");
   const label = STATUS_LABELS[status] ? `${STATUS_LABELS[status]}. ` : "";
-  $("announce").textContent = `${label}${words.slice(0, 500) || "The reply is done."}`;
+  // A reply stopped at a question: the question is what the user must hear, not "done".
+  const asked = [...reply.turn.node.querySelectorAll(".approval-buttons")]
+    .map((buttons) => buttons.parentNode.querySelector(".approval-question").textContent);
+  const question = asked.length ? ` The assistant asks: ${asked.join(" ")} Approve or Reject below.` : "";
+  $("announce").textContent = `${label}${words.slice(0, 500)}${question}`.trim() || "The reply is done.";
 }
 
 function setBusy(busy) {
@@ -1357,6 +1541,26 @@ function autosize() {
   const input = $("input");
   input.style.height = "auto";
   input.style.height = `${input.scrollHeight + 2}px`;
+  countBytes();
+}
+
+// The server refuses a message over its size limit (MAX_MESSAGE_BYTES, 16 KB unless configured;
+// a refusal names the real figure and the page learns it). Near the limit a counter shows.
+const limits = { messageBytes: 16 * 1024 };
+const bytesOf = (text) => new TextEncoder().encode(text).length;
+
+function countBytes() {
+  const used = bytesOf($("input").value.trim());
+  const counter = $("counter");
+  const near = used >= limits.messageBytes * 0.8;
+  counter.hidden = !near;
+  counter.classList.toggle("over", used > limits.messageBytes);
+  counter.textContent = near ? `${used.toLocaleString("en")} / ${limits.messageBytes.toLocaleString("en")} bytes` : "";
+}
+
+function learnLimit(error) {
+  const match = /longer than (\d+) bytes/.exec(error.message || "");
+  if (match) limits.messageBytes = Number(match[1]);
 }
 
 function main() {
@@ -1388,6 +1592,8 @@ function main() {
   for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
     messages().addEventListener(type, onUserScrolls, { passive: true });
   }
+  messages().addEventListener("touchstart", (event) => { follow.touchY = event.touches[0].clientY; }, { passive: true });
+  $("jump").addEventListener("click", jumpToLatest);
   $("show-chats").addEventListener("click", () => togglePanel("chats"));
   $("show-tasks").addEventListener("click", () => togglePanel("tasks"));
   // Signed in or out in another tab: this one follows.
@@ -1399,6 +1605,15 @@ function main() {
   });
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
+  $("conversations").addEventListener("keydown", onConversationKeys);
+  window.addEventListener("online", onOnline);
+  window.addEventListener("offline", onOffline);
+  $("sidebar").addEventListener("scroll", onSidebarScroll, { passive: true });
+  $("more-chats").addEventListener("click", () => loadMoreConversations().catch(showError));
+  document.querySelector(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("input").focus();
+  });
   $("banner-close").addEventListener("click", () => hideBanner());
   $("sign-out").addEventListener("click", () => signOut());
   $("sign-in-form").addEventListener("submit", (event) => {
