@@ -49,6 +49,7 @@ from transports.rest import (
     get_usage,
     health,
 )
+from transports.search import search_conversations
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -149,7 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
-            chat_socket, ai_sdk_socket, user_events, get_usage,
+            chat_socket, ai_sdk_socket, user_events, get_usage, search_conversations,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],
