@@ -1,10 +1,11 @@
 """Full-text search over a user's own conversation titles and messages.
 
-What is indexed: every user and assistant message with text (every branch, old or current) and
-every conversation title; hidden notes and tool calls are not. The index is kept by triggers
-the migration 2026-12-20T00:00 creates, so a message or title is searchable in the same
-transaction that writes it, whoever writes it (the run store, a fork, a rename), and goes
-with it when it is deleted. SQLite: an FTS5 table (``unicode61``, diacritics removed, prefix
+What is indexed: every user and assistant message (every branch, old or current), the first
+of each conversation with the conversation's title (so a title finds its conversation, opened
+at its first message, and a conversation is not found twice for its opening words); hidden
+notes and tool calls are not. The index is kept by triggers the migration 2026-12-20T00:00
+creates, so a message or title is searchable in the same transaction that writes it, whoever
+writes it (the run store, a fork, a rename), and goes with it when it is deleted. SQLite: an FTS5 table (``unicode61``, diacritics removed, prefix
 indexes) beside ``search_entry``; PostgreSQL: ``search_entry.document``, a ``tsvector`` under a
 GIN index, in the ``chat_search`` configuration (``simple`` after ``unaccent``). Neither stems
 (users write in every language): a word matches words it begins ("plant" finds "plants").
@@ -42,13 +43,16 @@ MAX_PAGE = 50
 SNIPPET_WORDS = 24
 SNIPPET_CHARS = 240
 PREFIX_FROM = 2  # a bare word this long or longer also matches longer words
+# A query matching more of the user's messages than this ranks the newest this many: ranking
+# every match of a word in most messages took 50-150 ms over 100,000, and ranks alike anyway.
+RANKED = 5000
 
 # Letters and digits (Unicode); "_" is a word character to Python, a separator to both engines.
 _WORD = re.compile(r"[^\W_]+")
 # Straight and typographic double quotes (phones type the latter) delimit phrases.
 _QUOTES = re.compile(r"[\"“”„‟«»]")
 
-Role = Literal["user", "assistant", "title"]
+Role = Literal["user", "assistant"]
 
 
 class QueryTooLong(InvalidInput):
@@ -74,12 +78,11 @@ class SnippetPart(msgspec.Struct, frozen=True):
 class SearchHit(msgspec.Struct, frozen=True):
     conversation_id: str
     conversation_title: str | None
-    # None: the conversation's title matched (and none of its messages did).
-    message_id: str | None
+    message_id: str  # where to open the conversation; the first message's for a title that matched
     role: Role
     created_at: datetime
-    snippet: str
-    snippet_parts: list[SnippetPart]
+    snippet: str  # from the message; from the title when only the title matched
+    snippet_parts: list[SnippetPart]  # the snippet, the matched words marked
 
 
 class SearchPage(msgspec.Struct, frozen=True):
@@ -203,60 +206,78 @@ class _Index:
         raise NotImplementedError
 
 
-# Both engines: rank every match of the user's, keep a title only when none of that
-# conversation's messages matched (a conversation's title is its first message's opening
-# until renamed: without this, most conversations would be found twice), then the page.
-_PAGE_OF_HITS = """
-, page AS (
-    SELECT * FROM hits h
-    WHERE h.message_id IS NOT NULL OR NOT EXISTS (
-        SELECT 1 FROM hits o WHERE o.conversation_id = h.conversation_id AND o.message_id IS NOT NULL)
-    ORDER BY h.score DESC, h.created_at DESC, h.id DESC
-    LIMIT {} OFFSET {}
-)
-SELECT p.conversation_id, p.message_id, p.role, p.created_at, c.title, COALESCE(m.content, c.title) AS body
-FROM page p JOIN conversation c ON c.id = p.conversation_id LEFT JOIN message m ON m.id = p.message_id
-ORDER BY p.score DESC, p.created_at DESC, p.id DESC
+# Both engines: the page of the user's best entries among their newest ``RANKED`` matches,
+# ties newest first, then their text.
+_WITH_TEXT = """
+SELECT e.conversation_id, e.message_id, e.role, e.created_at, c.title, m.content
+FROM page p JOIN search_entry e ON e.id = p.id JOIN conversation c ON c.id = e.conversation_id
+JOIN message m ON m.id = e.message_id
+WHERE e.user_id = {}
+ORDER BY p.score DESC, p.id DESC
 """
 
 
 class SQLiteIndex(_Index):
-    # bm25 is lower for better matches; its weights: owner (never ranks), title, body.
-    _HITS = """
-WITH hits AS MATERIALIZED (
-    SELECT e.id, e.conversation_id, e.message_id, e.role, e.created_at,
-           -bm25(search_text, 0.0, 4.0, 1.0) AS score
-    FROM search_text JOIN search_entry e ON e.id = search_text.rowid
-    WHERE search_text MATCH {} AND e.user_id = {}
-)""" + _PAGE_OF_HITS
+    # bm25 is lower for better matches; its weights: owner (never ranks), title, text. FTS5
+    # reads matches newest first and stops at the cutoff; bm25 ranks those at or after it.
+    _SQL = (f"""
+WITH cutoff AS (
+    SELECT MIN(rowid) AS low FROM (
+        SELECT rowid FROM search_text WHERE search_text MATCH {{}} ORDER BY rowid DESC LIMIT {RANKED})
+), page AS (
+    SELECT rowid AS id, -bm25(search_text, 0.0, 4.0, 1.0) AS score FROM search_text
+    WHERE search_text MATCH {{}} AND rowid >= (SELECT low FROM cutoff)
+    ORDER BY score DESC, rowid DESC LIMIT {{}} OFFSET {{}}
+)""" + _WITH_TEXT).replace("{}", "?")
+
+    def __init__(self, engine: InlineSQLiteEngine):
+        self.engine = engine
 
     async def hits(self, user_id: str, phrases: Sequence[Phrase], size: int, offset: int) -> list[dict[str, Any]]:
-        return await Message.raw(self._HITS, self.match(user_id, phrases), user_id, size, offset)
+        # Off the event loop: ranking thousands of matches takes milliseconds, and this
+        # engine's other statements run on the loop's thread.
+        match = self.match(user_id, phrases)
+        return await self.engine.read_off_loop(self._SQL, [match, match, size, offset, user_id])
 
     @staticmethod
     def match(user_id: str, phrases: Sequence[Phrase]) -> str:
         """An FTS5 query. Every word is a quoted string (a ``"`` never occurs in one), so no
-        input is FTS5 syntax. The owner column holds one token per user (the id's UTF-8 in
-        hex): FTS5 intersects the user's rows with the words' itself, instead of finding
-        every user's matches and dropping the others'."""
+        input is FTS5 syntax. The owner column holds one token per user, the id's UTF-8 in
+        hex (one id, one token): FTS5 finds the user's entries itself, and ranks only those."""
         owner = "u" + user_id.encode("utf-8", "surrogatepass").hex()
         words = " ".join(f'"{" ".join(p.words)}"' + ("*" if p.prefix else "") for p in phrases)
         return f'owner : "{owner}" AND {{title body}} : ({words})'
 
 
 class PostgresIndex(_Index):
-    # ts_rank's normalisation 1 divides by the log of the document's length; titles weigh
-    # more (weight A, messages D).
-    _HITS = """
-WITH hits AS MATERIALIZED (
-    SELECT e.id, e.conversation_id, e.message_id, e.role, e.created_at,
-           ts_rank(e.document, q.query, 1) AS score
-    FROM search_entry e, to_tsquery('chat_search', {}) AS q(query)
-    WHERE e.user_id = {} AND e.document @@ q.query
-)""" + _PAGE_OF_HITS
+    # ts_rank's normalisation 1 divides by the log of the entry's length; a title's words
+    # (weight A) count four times a message's (D), as on SQLite. The query is in the SQL as a
+    # literal, not a parameter: the plan depends on how common its words are (a common word:
+    # the user's entries newest first until enough match; a rare one: the GIN index), which a
+    # prepared statement's generic plan would not know.
+    _SQL = f"""
+WITH matches AS (
+    SELECT e.id, e.document FROM search_entry e
+    WHERE e.user_id = {{}} AND e.document @@ to_tsquery('chat_search', '%(query)s')
+    ORDER BY e.id DESC LIMIT {RANKED}
+), page AS (
+    SELECT id, ts_rank(ARRAY[0.1, 0.2, 0.4, 0.4]::real[], document, to_tsquery('chat_search', '%(query)s'), 1) AS score
+    FROM matches ORDER BY score DESC, id DESC LIMIT {{}} OFFSET {{}}
+)""" + _WITH_TEXT
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     async def hits(self, user_id: str, phrases: Sequence[Phrase], size: int, offset: int) -> list[dict[str, Any]]:
-        return await Message.raw(self._HITS, self.tsquery(phrases), user_id, size, offset)
+        # The query text holds letters, digits, quotes, parentheses, ``&``, ``<->`` and ``:*``
+        # (``tsquery``): a quote doubled is all a SQL literal of it needs.
+        literal = self.tsquery(phrases).replace("'", "''")
+        async with self.engine.transaction():
+            # Reading every entry is never the best plan here, yet the planner, which prices
+            # GIN prefix scans high, chose it for words in a few percent of the messages
+            # (80-120 ms over 100,000, against 10-30 through an index).
+            await Message.raw("SET LOCAL enable_seqscan = off")
+            return await Message.raw(self._SQL % {"query": literal}, user_id, size, offset, user_id)
 
     @staticmethod
     def tsquery(phrases: Sequence[Phrase]) -> str:
@@ -274,7 +295,7 @@ WITH hits AS MATERIALIZED (
 
 def search_index(engine: Engine) -> _Index:
     """The index for ``engine``: the one place here that asks which engine it is."""
-    return SQLiteIndex() if isinstance(engine, InlineSQLiteEngine) else PostgresIndex()
+    return SQLiteIndex(engine) if isinstance(engine, InlineSQLiteEngine) else PostgresIndex(engine)
 
 
 async def search(engine: Engine, user_id: str, query: str, limit: int | None = None,
@@ -290,13 +311,15 @@ async def search(engine: Engine, user_id: str, query: str, limit: int | None = N
 
 
 def _hit(row: dict[str, Any], phrases: Sequence[Phrase]) -> SearchHit:
-    parts = snippet(row["body"] or "", phrases)
-    message_id = row["message_id"]
+    parts = snippet(row["content"] or "", phrases)
+    if row["title"] and not any(part.match for part in parts):
+        titled = snippet(row["title"], phrases)
+        parts = titled if any(part.match for part in titled) else parts
     created_at = row["created_at"]
     return SearchHit(
         conversation_id=str(row["conversation_id"]), conversation_title=row["title"],
-        message_id=None if message_id is None else str(message_id), role=row["role"],
-        # SQLite hands a column of a CTE back as text.
+        message_id=str(row["message_id"]), role=row["role"],
+        # Text where the driver did not convert it (SQLite reads a column as declared, or not).
         created_at=datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at,
         snippet="".join(part.text for part in parts), snippet_parts=parts,
     )
