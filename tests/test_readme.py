@@ -47,7 +47,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 12
+    assert len(SNIPPETS) == 13
 
 
 def test_curl_sse_snippet(server):
@@ -170,6 +170,13 @@ def test_approval_python_snippet_approves(server):
 
 
 def test_usage_curl_snippet(server):
-    usage = msgspec.json.decode(run_snippet(*SNIPPETS[11], server))
+    usage = msgspec.json.decode(run_snippet(*SNIPPETS[12], server))
     assert set(usage) == {"from", "to", "input_tokens", "output_tokens", "days", "tokens_per_day", "tokens_left_today"}
     assert usage["from"] == usage["to"] and len(usage["days"]) == 1
+
+
+def test_search_fork_and_feedback_snippet(server):
+    found, forked, rated = run_snippet(*SNIPPETS[11], server).splitlines()
+    assert "book a table at the [Café] [Zoë]" in found  # the matched words marked
+    assert forked.startswith("add book a table at the Café Zoë (fork) ") and forked.endswith(" 3")
+    assert rated == "[('up', 'quick')]"
