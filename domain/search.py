@@ -5,18 +5,20 @@ of each conversation with the conversation's title (so a title finds its convers
 at its first message, and a conversation is not found twice for its opening words); hidden
 notes and tool calls are not. The index is kept by triggers the migration 2026-12-20T00:00
 creates, so a message or title is searchable in the same transaction that writes it, whoever
-writes it (the run store, a fork, a rename), and goes with it when it is deleted. SQLite: an FTS5 table (``unicode61``, diacritics removed, prefix
-indexes) beside ``search_entry``; PostgreSQL: ``search_entry.document``, a ``tsvector`` under a
-GIN index, in the ``chat_search`` configuration (``simple`` after ``unaccent``). Neither stems
-(users write in every language): a word matches words it begins ("plant" finds "plants").
+writes it (the run store, a fork, a rename), and goes with it when it is deleted. SQLite: an
+FTS5 table (``unicode61``, diacritics removed, prefix indexes) beside ``search_entry``;
+PostgreSQL: ``search_entry.document``, a ``tsvector`` under a GIN index, in the
+``chat_search`` configuration (``simple`` after ``unaccent``). Neither stems (users write in
+every language): a word matches the words it begins ("plant" finds "plants").
 
 The query is read here, once, the same for both engines: words are runs of letters and digits
 (case and accents ignored), every word must match, a bare word of two or more characters
-matches as a prefix, and text in double quotes is a phrase (its words in that order, whole).
-Everything else (operators, punctuation, an unclosed quote) is only a separator, so no input
-reaches an engine's query syntax, and both engines accept and refuse exactly the same input:
-a query longer than ``MAX_QUERY_CHARS`` is refused (``query_too_long``); one without a word
-finds nothing. Snippets are cut here from the matched text, alike on both engines.
+matches as a prefix, and text in double quotes is a phrase (its words in that order, whole);
+words after the first ``MAX_WORDS`` are left out. Everything else (operators, punctuation, an
+unclosed quote) only separates words, so no input reaches an engine's query syntax, and both
+engines accept and refuse exactly the same input: a query longer than ``MAX_QUERY_CHARS`` is
+refused (``query_too_long``); one without a word finds nothing. The user's newest ``RANKED``
+matches are ranked. Snippets are cut here from the matched text, alike on both engines.
 
 ``search_index(engine)`` is the one place that asks which engine it is.
 """
@@ -37,7 +39,7 @@ from domain.sqlite_engine import InlineSQLiteEngine
 from domain.tables import Message
 
 MAX_QUERY_CHARS = 1000
-MAX_WORDS = 32  # words beyond these are ignored: an AND of 32 words already singles out a message
+MAX_WORDS = 32  # the words that count: an AND of 32 words singles out a message already
 DEFAULT_PAGE = 20
 MAX_PAGE = 50
 SNIPPET_WORDS = 24
@@ -121,12 +123,15 @@ def parse(query: str) -> list[Phrase]:
 
 
 def _first_words(phrases: list[Phrase]) -> list[Phrase]:
-    kept, count = [], 0
+    """The phrases holding the first ``MAX_WORDS`` words (a long phrase cut to what is left)."""
+    kept, room = [], MAX_WORDS
     for phrase in phrases:
-        if count + len(phrase.words) > MAX_WORDS:
+        if len(phrase.words) > room:
+            if room:
+                kept.append(Phrase(phrase.words[:room]))
             break
         kept.append(phrase)
-        count += len(phrase.words)
+        room -= len(phrase.words)
     return kept
 
 

@@ -11,7 +11,7 @@ from litestar.params import QueryParameter
 from piccolo.engine.base import Engine
 
 from domain import search as searching
-from domain.search import MAX_PAGE, MAX_QUERY_CHARS, SearchPage
+from domain.search import MAX_PAGE, MAX_QUERY_CHARS, MAX_WORDS, RANKED, SearchPage
 from transports.route_specs import AUTH_ERRORS
 
 
@@ -19,12 +19,12 @@ from transports.route_specs import AUTH_ERRORS
      tags=["conversations"],
      description=(
          "Every word of `q` must match (case and accents ignored; a word of two letters or more also "
-         "matches longer words it begins); text in double quotes is a phrase. Other characters only "
-         "separate words. A query without a word answers no results; one longer than "
-         f"{MAX_QUERY_CHARS} characters is a 400 `query_too_long`. Each result is a message "
-         "(`message_id`) or, when none of a conversation's messages matched, its title "
-         "(`message_id` null), with a snippet whose `snippet_parts` mark the matched words. "
-         "Pages: pass `next_cursor` back as `cursor` (400 `invalid_cursor` for another)."
+         f"matches the words it begins); text in double quotes is a phrase; the first {MAX_WORDS} words count. "
+         "Other characters only separate words. A query without a word answers no results; one longer "
+         f"than {MAX_QUERY_CHARS} characters is a 400 `query_too_long`. Each result is a message to open "
+         "the conversation at (a title matches as its conversation's first message), with a snippet whose "
+         f"`snippet_parts` mark the matched words. When more than {RANKED} messages match, the newest "
+         f"{RANKED} are ranked. Pages: pass `next_cursor` back as `cursor` (400 `invalid_cursor` for another)."
      ),
      raises=[*AUTH_ERRORS, ValidationException])
 async def search_conversations(

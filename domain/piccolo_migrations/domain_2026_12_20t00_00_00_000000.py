@@ -82,7 +82,9 @@ POSTGRES = [
         created_at TIMESTAMPTZ NOT NULL,
         document TSVECTOR NOT NULL
     )""",
-    "CREATE INDEX search_entry_document ON search_entry USING GIN (document)",
+    # fastupdate off: each insert updates the index itself, instead of a pending list (up to
+    # 4 MB) that every search reads through until a vacuum (2-4 ms a search at 100,000 messages).
+    "CREATE INDEX search_entry_document ON search_entry USING GIN (document) WITH (fastupdate = off)",
     # The user's entries newest first: a common word's newest matches without the GIN index.
     "CREATE INDEX search_entry_user_id_id ON search_entry (user_id, id)",
     # The title weighs A, the text D.
