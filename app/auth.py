@@ -13,44 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
+import math
 import time
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
 import jwt
 from litestar import Request
 from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, ServiceUnavailableException
 from litestar.params import FromPath
 
 from app.settings import Settings
+from app.tokens import issue, signing_secret
 from domain import log_context
+from domain.errors import AuthError, Forbidden, InvalidInput, KeysUnavailable  # 401, 403, 503; WebSocket: 1008 / 1013
 from domain.limits import check_user_id
-from domain.errors import AuthError, InvalidInput, KeysUnavailable  # a 401 and a 503 here; the WebSocket closes 1008 / 1013
 
 log = logging.getLogger(__name__)
 
-_SECRET_FILE = "jwt_secret"
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "ES256"})
-
-
-def load_secret(settings: Settings) -> str:
-    """``JWT_SECRET``, or a random secret kept (0600) in the data directory for dev mode."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
-    path = Path(settings.data_dir) / _SECRET_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
 
 
 class JWKSKeys:
@@ -84,9 +67,14 @@ class JWKSKeys:
             key = self._lookup(kid)
         if key is None:
             if self._fetched_at is None:
-                raise KeysUnavailable("The identity provider's keys could not be fetched; try again later.")
+                raise KeysUnavailable("The identity provider's keys could not be fetched; try again later.",
+                                      retry_after_s=self.next_fetch_in_s())
             raise AuthError("The token's signing key is unknown." if kid else "The token names no signing key (kid).")
         return key
+
+    def next_fetch_in_s(self) -> int:
+        """Whole seconds until a token can make this cache fetch the keys again."""
+        return max(1, math.ceil(self._tried_at + self.refresh_interval_s - time.monotonic()))
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:  # providers with a single key often leave kid out
@@ -184,20 +172,12 @@ class Authenticator:
         if settings.jwt_jwks_url:
             jwks = JWKSKeys(settings.jwt_jwks_url, refresh_interval_s=settings.jwt_jwks_refresh_s,
                             max_age_s=settings.jwt_jwks_max_age_s)
-        secret = load_secret(settings) if settings.jwt_secret or not jwks else None
+        secret = signing_secret(settings)
         return cls(secret, jwks=jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                    leeway_s=settings.jwt_leeway_s)
 
     def issue(self, user_id: str, ttl_s: int = 7 * 24 * 3600) -> str:
-        if not self._secret:
-            raise AuthError("This server has no JWT_SECRET: its tokens come from the identity provider.")
-        now = int(time.time())
-        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
-        if self._issuer:
-            claims["iss"] = self._issuer
-        if self._audience:
-            claims["aud"] = self._audience
-        return jwt.encode(claims, self._secret, algorithm="HS256")
+        return issue(self._secret, user_id, ttl_s, issuer=self._issuer, audience=self._audience)
 
     async def user_of(self, token: str) -> str:
         """The token's user; AuthError (401) unless it is valid, KeysUnavailable (503)."""
@@ -224,10 +204,12 @@ class Authenticator:
             raise AuthError("The token is not valid.") from None
         algorithm, kid = header.get("alg"), header.get("kid")
         key: Any
+        # Every token expires: one without ``exp`` would be good forever once leaked.
+        required = ["sub", "exp"]
         if algorithm == "HS256" and self._secret:
-            key, required = self._secret, ["sub"]
+            key = self._secret
         elif isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS and self.jwks is not None:
-            key, required = await self.jwks.key_for(kid), ["sub", "exp"]
+            key = await self.jwks.key_for(kid)
             algorithm = key.algorithm_name  # the key's type decides, not the header
         else:
             raise AuthError("The token's signing algorithm is not accepted.")
@@ -255,9 +237,7 @@ class Authenticator:
             check_user_id(subject)  # the user ids the store keeps, on both engines
         except InvalidInput as exc:
             raise AuthError(f"The token's user (sub) is not accepted: {exc.message}") from None
-        until = now + _VERIFIED_FOR_S
-        if isinstance(claims.get("exp"), int | float):
-            until = min(until, claims["exp"] + self._leeway_s)
+        until = min(now + _VERIFIED_FOR_S, claims["exp"] + self._leeway_s)
         return _Verified(subject, until, kid, None if key is self._secret else key)
 
 
@@ -270,38 +250,41 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        # MCP's session and version headers: for MCP clients in a browser (/mcp).
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Mcp-Session-Id", "Mcp-Protocol-Version"],
+        expose_headers=["X-Request-ID", "Retry-After", "Mcp-Session-Id"],
         # Bearer tokens travel in a header, never in cookies: no credentials mode.
         allow_credentials=False,
     )
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: ASGIConnection) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def authenticate(request: Request, authenticator: Authenticator) -> str:
-    """The user the request's bearer token names."""
+async def authenticate(request: ASGIConnection, authenticator: Authenticator) -> str:
+    """The user the request's bearer token names; ``AuthError`` (401) or ``KeysUnavailable``
+    (503), answered from the app's error table like every other error."""
     token = bearer_token(request)
-    try:
-        if not token:
-            raise AuthError("Missing bearer token.")
-        return await authenticator.user_of(token)
-    except AuthError as exc:
-        raise NotAuthorizedException(exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
-    except KeysUnavailable as exc:
-        raise ServiceUnavailableException(exc.message, headers={"Retry-After": "30"}) from None
+    if not token:
+        raise AuthError("Missing bearer token.")
+    return await authenticator.user_of(token)
 
 
 async def provide_user(request: Request, user_id: FromPath[str], authenticator: NamedDependency[Authenticator]) -> str:
     """The path's user, once the bearer token proves the caller is that user."""
     if await authenticate(request, authenticator) != user_id:
-        raise PermissionDeniedException("This token belongs to another user.")
+        raise Forbidden("This token belongs to another user.")
     return user_id
 
 
 async def provide_token_user(request: Request, authenticator: NamedDependency[Authenticator]) -> str:
     """The user the bearer token names, for routes without a user in the path (ChatKit)."""
     return await authenticate(request, authenticator)
+
+
+async def bearer_guard(connection: ASGIConnection, _: object) -> None:
+    """For mounted ASGI apps (``/mcp``), which get no dependencies: the token's user goes in
+    ``scope["user"]``; no token or a bad one is the usual 401 (503 while keys cannot be fetched)."""
+    connection.scope["user"] = await authenticate(connection, connection.app.state.authenticator)

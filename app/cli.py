@@ -1,47 +1,57 @@
-"""``chat-server``: serve, migrate, token, chat."""
+"""``chat-server``: serve, migrate, token, chat.
+
+A command imports what it needs when it runs: ``token`` and ``--help`` load no web framework,
+database driver or model SDK (importing them all took ``token`` 4-5 s to sign a JWT).
+``tests/test_cli.py`` checks what ``token`` loads.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from app.settings import SettingsError, load_settings
-from app.startup import check_database, check_port
-from app.uvicorn_batched_websocket import BatchingWebSocketProtocol
+from app.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from litestar import Litestar
 
 
-UVICORN_OPTIONS = dict(
-    # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back to
-    # the pure-Python loop and parser.
-    loop="uvloop", http="httptools",
-    # websockets' sans-I/O protocol: at 250 paced WebSocket replies 126-129 µs of server CPU per
-    # event against 134 for the default, 95.7% of ideal against 92.8%; with an extension that
-    # sends a batch of frames in one write (app/uvicorn_batched_websocket.py). It subclasses
-    # uvicorn internals: if they moved, the stock protocol, and frames are sent one by one.
-    ws=BatchingWebSocketProtocol or "websockets-sansio",
-    # Browsers ask for permessage-deflate; each event is a small frame of its own, so
-    # compressing them costs CPU per event for little gain. SSE is never compressed.
-    ws_per_message_deflate=False,
-    # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
-    timeout_graceful_shutdown=10,
-)
-"""How ``serve`` runs uvicorn (the live-server tests run it the same way)."""
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How ``serve`` runs uvicorn (the live-server tests run it the same way)."""
+    from app.uvicorn_batched_websocket import BatchingWebSocketProtocol
+
+    return dict(
+        # Named, not "auto": a missing uvloop or httptools fails loudly instead of falling back
+        # to the pure-Python loop and parser.
+        loop="uvloop", http="httptools",
+        # websockets' sans-I/O protocol: at 250 paced WebSocket replies 126-129 µs of server CPU
+        # per event against 134 for the default, 95.7% of ideal against 92.8%; with an extension
+        # that sends a batch of frames in one write (app/uvicorn_batched_websocket.py). It
+        # subclasses uvicorn internals: if they moved, the stock protocol, and frames are sent
+        # one by one.
+        ws=BatchingWebSocketProtocol or "websockets-sansio",
+        # Browsers ask for permessage-deflate; each event is a small frame of its own, so
+        # compressing them costs CPU per event for little gain. SSE is never compressed.
+        ws_per_message_deflate=False,
+        # websockets reads a frame's length first and closes with 1009 (message too big) when
+        # the message would pass this: it is refused before it is buffered. At uvicorn's default
+        # (16 MiB) a message was read in whole before MAX_WS_FRAME_BYTES was checked.
+        ws_max_size=settings.max_ws_frame_bytes,
+        # Open streams would hold shutdown forever; runs end as "interrupted" well before this.
+        timeout_graceful_shutdown=10,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.logs import uvicorn_log_config
+    from app.startup import check_database, check_port
 
     os.environ.setdefault("PUBLIC_URL", f"http://{args.host}:{args.port}")
     settings = load_settings()  # fail here, naming the variable, before uvicorn starts
@@ -55,7 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(
             "app.cli:serving_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_format),
-            **UVICORN_OPTIONS,
+            # With --workers, uvicorn kills a worker that has not answered its supervisor's ping
+            # within this (5 s by default): on a busy machine importing the stack alone took
+            # longer, and workers were killed and restarted in a loop without ever serving.
+            timeout_worker_healthcheck=30,
+            **uvicorn_options(settings),
         )
     return 0
 
@@ -72,6 +86,8 @@ def metrics_directory(workers: int) -> Iterator[None]:
             stale.unlink()
         yield
     elif workers > 1:
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="chat-server-metrics-") as directory:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
             try:
@@ -92,6 +108,9 @@ def serving_app() -> Litestar:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.startup import check_database
     from domain.database import close_database, open_database
 
     settings = load_settings()
@@ -106,11 +125,14 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from app.auth import Authenticator, AuthError
+    from app.tokens import issue, signing_secret
+    from domain.errors import AuthError
 
+    settings = load_settings()
     try:
         # The server's own rules: its secret, and its issuer and audience when set.
-        print(Authenticator.from_settings(load_settings()).issue(args.user, args.ttl))
+        print(issue(signing_secret(settings), args.user, args.ttl, issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience))
     except AuthError as exc:
         print(f"chat-server: {exc.message}", file=sys.stderr)
         return 2

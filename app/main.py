@@ -5,38 +5,46 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from agents import Agent, Model, ModelSettings
+from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.auth import Authenticator, cors_config, provide_token_user, provide_user
+from app.auth import Authenticator, bearer_guard, cors_config, provide_token_user, provide_user
 from app.broker import broker_for
 from app.errors import (
     chat_error_response,
     database_unreachable_response,
+    http_error_response,
     internal_error_response,
+    no_such_file,
     undecodable_body_response,
 )
 from app.log_redaction import redact_server_logs
 from app.logs import logging_config
 from app.metrics import HTTP, ChatMetrics, metrics_route
 from app.openapi import asyncapi_document, explorer_assets, openapi_config
+from app.options import answer_options
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings, load_settings
 from app.shutdown import on_shutdown_signal
 from domain.agent import todo_agent
 from domain.approvals import ApprovalPolicy
-from domain.database import UNREACHABLE, close_database, open_database, run_store
+from domain.database import UNREACHABLE, Deadlines, close_database, open_database, run_store
 from domain.errors import ChatError
 from domain.limits import Limits
+from domain.mcp_servers import RemoteMCPServer, with_servers
 from domain.models import ModelConfig, build_model, close_model, configure_tracing
 from domain.runs import RunManager, RunSettings
 from domain.runs.tracing import NO_TRACER
+from domain.tools import TODO_TOOLS, TodoContext
 from transports.ag_ui import AGUIController
 from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
@@ -44,6 +52,7 @@ from transports.chatkit import ChatKitController
 from transports.feed import user_events
 from transports.feedback import list_feedback, rate_reply
 from transports.fork import fork_conversation
+from transports.mcp import ToolEndpoint, mcp_route
 from transports.rest import (
     ChatController,
     ConversationController,
@@ -51,6 +60,7 @@ from transports.rest import (
     get_usage,
     health,
 )
+from transports.route_specs import OPENAPI_PLUGINS
 from transports.search import search_conversations
 from transports.sse import SSEController
 from transports.websocket import chat_socket
@@ -64,10 +74,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 async def chat_page() -> File:
     """The chat page; its script and styles are served under ``/static/``."""
     return File(STATIC_DIR / "index.html", content_disposition_type="inline")
-
-
-def no_such_file(request: Request, exc: ValueError) -> Response:
-    return Response({"status_code": 404, "detail": "Not Found"}, status_code=404, media_type=MediaType.JSON)
 
 
 def _from_state(name: str) -> Provide:
@@ -85,6 +91,11 @@ def run_settings(settings: Settings) -> RunSettings:
     )
 
 
+def database_deadlines(settings: Settings) -> Deadlines:
+    return Deadlines(connect_s=settings.database_connect_timeout_s, acquire_s=settings.database_acquire_timeout_s,
+                     statement_s=settings.database_statement_timeout_s, health_s=settings.database_health_timeout_s)
+
+
 def limits_of(settings: Settings) -> Limits:
     return Limits(
         max_message_bytes=settings.max_message_bytes, max_frame_bytes=settings.max_ws_frame_bytes,
@@ -95,10 +106,30 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
+def agent_of(settings: Settings, model: Model, model_settings: ModelSettings, approvals: ApprovalPolicy) -> Agent:
+    """The Todo assistant, with the tools of the MCP_SERVERS (TOOL_APPROVAL names theirs "server.tool")."""
+    servers = [
+        RemoteMCPServer(server.name, server.url, server.headers, approvals=approvals,
+                        refresh_s=settings.mcp_tools_refresh_s, timeout_s=settings.mcp_timeout_s)
+        for server in settings.mcp_servers
+    ]
+    own = approvals.without_servers({server.name for server in settings.mcp_servers})
+    return with_servers(todo_agent(model, model_settings, own), servers)
+
+
+async def closing(runs: RunManager, tool_endpoint: ToolEndpoint) -> None:
+    """On SIGTERM, before uvicorn waits for open streams: runs end, then MCP sessions (theirs too)."""
+    await runs.close()
+    await tool_endpoint.close()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     limits = limits_of(settings)
     redact_server_logs()
+    approvals = ApprovalPolicy.parse(settings.tool_approval)
+    # The agent's tools, for other AI clients over MCP (POST/GET /mcp).
+    tool_endpoint = ToolEndpoint(TODO_TOOLS, approvals, max_body_bytes=settings.max_body_bytes)
     tracing = None
     if endpoint := settings.traces_endpoint:
         # The SDK and its exporter load only when traces are wanted.
@@ -109,7 +140,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            db = await open_database(settings.database)
+            db = await open_database(settings.database, database_deadlines(settings))
             stack.push_async_callback(close_database, db)
             model_config = ModelConfig(
                 api_key=settings.openai_api_key, base_url=settings.openai_base_url, model=settings.chat_model,
@@ -127,12 +158,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if tracing is not None:
                 tracing.shutting_down(stack)
             runs = RunManager(
-                db, run_store(db), todo_agent(model, model_settings, ApprovalPolicy.parse(settings.tool_approval)),
+                db, run_store(db), agent_of(settings, model, model_settings, approvals),
                 limits, run_settings(settings), broker, observer=metrics,
                 tracer=tracing.run_tracer(provider) if tracing else NO_TRACER,
             )
             await runs.open()
             stack.push_async_callback(runs.close)
+            await tool_endpoint.open(lambda user: TodoContext(user_id=user, db=db, tell=partial(runs.feed.tell, user)))
+            stack.push_async_callback(tool_endpoint.close)
             authenticator = Authenticator.from_settings(settings)
             app.state.update(db=db, runs=runs, authenticator=authenticator, provider=provider, metrics=metrics)
             log.info("model: %s (%s, %s api%s); tracing %s; database: %s; broker: %s", provider.name,
@@ -145,7 +178,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     "DEVELOPMENT MODE: JWT_SECRET is not set, tokens are signed with a local secret in %s/. "
                     "Set JWT_SECRET in production. Demo user link: %s", settings.data_dir, link,
                 )
-            stack.callback(on_shutdown_signal(runs.close))
+            stack.callback(on_shutdown_signal(partial(closing, runs, tool_endpoint)))
             yield
 
     api = Router(
@@ -160,7 +193,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[
-            api, ChatKitController, health, metrics_route(settings.metrics_token), explorer_assets(), asyncapi_document,
+            api, ChatKitController, mcp_route(tool_endpoint, [bearer_guard]), health, metrics_route(settings.metrics_token), explorer_assets(), asyncapi_document,
             chat_page, create_static_files_router(
                 "/static", [STATIC_DIR], name="page_static",
                 # A path the file system cannot even look up (a NUL in it) names no file.
@@ -179,6 +212,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={
             ChatError: chat_error_response,
+            HTTPException: http_error_response,
             UnicodeDecodeError: undecodable_body_response,
             RecursionError: undecodable_body_response,
             **{kind: database_unreachable_response for kind in UNREACHABLE},
@@ -189,5 +223,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=openapi_config(),
-        plugins=[tracing.plugin] if tracing else [],
+        plugins=[*OPENAPI_PLUGINS, *([tracing.plugin] if tracing else [])],
+        before_request=answer_options,
     )

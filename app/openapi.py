@@ -84,7 +84,8 @@ SOCKETS = (
         "chat", "/api/{user_id}/ws",
         "Connect with `?token=<JWT>` (or send an `auth` frame first). Send `chat`, `cancel`, `resume` "
         "and `ping` frames; receive the chat events of every run (each with `run_id` and `seq`), "
-        "`pong`, and `error` for a refused frame. A bad token closes the socket with code 1008. "
+        "`pong`, and `error` for a refused frame. A bad token closes the socket with code 1008, a frame "
+        "over the server's `MAX_WS_FRAME_BYTES` with 1009 (message too big). "
         "Dropping the socket never cancels a run. A `subscribe` frame turns on the user's feed: "
         "`subscribed`, then a feed event whenever a run starts (with its `run_id`: send `resume` to "
         "follow it) or finishes, a conversation is created, renamed or deleted, or a task is added, "
@@ -100,7 +101,8 @@ SOCKETS = (
         "(Stop) frames, each with its own `requestId`; receive `start`, `chunk` (a UI message chunk, "
         "`sequence` from 0 per request), `end`, `error` (a refused request: the socket stays open) and "
         "`no-active`. Authenticate with `?token=<JWT>` or an `Authorization: Bearer` header in each "
-        "request frame's `headers`. A dropped socket is not Stop: `resume` replays the reply.",
+        "request frame's `headers`. A dropped socket is not Stop: `resume` replays the reply. A frame over "
+        "the server's `MAX_WS_FRAME_BYTES` closes the socket with 1009 (message too big).",
         ("aiSdkRequest", ai_sdk_ws.Request), (("aiSdkResponse", ai_sdk_ws.Response),),
     ),
 )

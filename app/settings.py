@@ -15,11 +15,25 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
 
+class MCPServerSetting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of ``MCP_SERVERS``: a remote MCP server (Streamable HTTP) whose tools join the
+    agent's, named to the model ``<name>__<tool>``."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")]
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every field is read from the environment variable of the same name in upper case."""
 
     data_dir: str = "data"
     database_url: str = ""  # default: sqlite:///<DATA_DIR>/chat.sqlite3
+    # PostgreSQL: how long to wait for a server that does not answer before answering 503.
+    database_connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # opening a connection
+    database_acquire_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # a pool connection, opening included
+    database_statement_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # each statement, COMMIT included
+    database_health_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 3.0  # /health's SELECT 1
     jwt_secret: str | None = None
     # An identity provider's JWKS (EdDSA, RS256, ES256 tokens); works beside JWT_SECRET (HS256).
     jwt_jwks_url: str | None = None
@@ -37,6 +51,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     provider_fast_path: bool = True  # decode a provider's streamed chunks the fast way (0: the openai client's own)
     # Tools that wait for the user's yes: a comma list of tool names, "all" or "none".
     tool_approval: str = "delete_task"
+    # Remote MCP servers whose tools join the agent's: a JSON list of {"name", "url", "headers"},
+    # ${VAR} in a URL or header taken from the environment.
+    mcp_servers: list[MCPServerSetting] = msgspec.field(default_factory=list)
+    mcp_tools_refresh_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # a server's tool list is read again this often
+    mcp_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # one request to an MCP server, a tool call included
     model_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     offline_token_delay_ms: NonNegative = 20.0
     redis_url: str | None = None
@@ -94,7 +113,38 @@ class SettingsError(ValueError):
     pass
 
 
-_FIELD = re.compile(r"`\$\.(\w+)`")
+_FIELD = re.compile(r"`\$\.(\w+)([^`]*)`")
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def _mcp_servers(text: str, environ: Mapping[str, str]) -> list:
+    """``MCP_SERVERS`` read as JSON, with ``${VAR}`` in its strings taken from ``environ``; its
+    shape is checked with the other settings."""
+    try:
+        servers = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise SettingsError(f"invalid value for MCP_SERVERS: not JSON ({exc})") from None
+
+    def expand(value: object) -> object:
+        if isinstance(value, str):
+            def lookup(match: re.Match[str]) -> str:
+                if match[1] not in environ:
+                    raise SettingsError(f"invalid value for MCP_SERVERS: ${{{match[1]}}} is not set")
+                return environ[match[1]]
+
+            return _VARIABLE.sub(lookup, value)
+        if isinstance(value, dict):
+            return {key: expand(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [expand(item) for item in value]
+        return value
+
+    servers = expand(servers)
+    if isinstance(servers, list):
+        names = [server.get("name") for server in servers if isinstance(server, dict)]
+        if twice := sorted({name for name in names if isinstance(name, str) and names.count(name) > 1}):
+            raise SettingsError(f"invalid value for MCP_SERVERS: two servers are named {twice[0]!r}")
+    return servers  # type: ignore[return-value]
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env") -> Settings:
@@ -104,14 +154,17 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | os.P
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ if environ is None else environ)
     names = {name.upper(): name for name in Settings.__struct_fields__}
-    raw = {names[key]: value for key, value in values.items() if key in names and value != ""}
+    raw: dict[str, object] = {names[key]: value for key, value in values.items() if key in names and value != ""}
+    if "mcp_servers" in raw:
+        raw["mcp_servers"] = _mcp_servers(str(raw["mcp_servers"]), values)
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         match = _FIELD.search(str(exc))
         variable = match[1].upper() if match else "?"
         reason = str(exc).split(" - at ")[0]
-        raise SettingsError(f"invalid value for {variable}: {reason}") from None
+        within = f" (at {match[2].lstrip('.')})" if match and match[2] else ""  # inside MCP_SERVERS' JSON
+        raise SettingsError(f"invalid value for {variable}: {reason}{within}") from None
 
 
 ENV_VARS: tuple[str, ...] = tuple(name.upper() for name in Settings.__struct_fields__)

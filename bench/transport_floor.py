@@ -94,9 +94,11 @@ async def _websocket(scope, receive, send) -> None:
 def _serve(port: int) -> None:
     import uvicorn
 
-    from app.cli import UVICORN_OPTIONS
+    from app.cli import uvicorn_options
+    from app.settings import Settings
 
-    uvicorn.run("bench.transport_floor:app", host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
+    uvicorn.run("bench.transport_floor:app", host="127.0.0.1", port=port, log_level="warning",
+                **uvicorn_options(Settings()))
 
 
 @contextlib.contextmanager

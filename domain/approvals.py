@@ -8,7 +8,7 @@ continuation resumes from that state with ``approve`` / ``reject``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -38,6 +38,12 @@ class ApprovalPolicy(msgspec.Struct, frozen=True):
 
     def needs(self, name: str) -> bool:
         return self.every_tool or name in self.tools
+
+    def without_servers(self, servers: Collection[str]) -> ApprovalPolicy:
+        """This policy less the names of MCP servers' tools (``server.tool``, see
+        domain/mcp_servers.py, which asks it about those): what the agent's own tools are checked against."""
+        return msgspec.structs.replace(
+            self, tools=frozenset(name for name in self.tools if name.partition(".")[0] not in servers or "." not in name))
 
     def apply(self, tools: Sequence[Tool]) -> list[Tool]:
         """The tools, those this policy names marked ``needs_approval``."""
@@ -88,6 +94,8 @@ def _task(arguments: dict[str, Any]) -> str:
         return f"the task {_quoted(arguments['title'])}"
     if arguments.get("task_id") is not None:
         return f"task {arguments['task_id']}"
+    if arguments.get("number") is not None:
+        return f"task number {arguments['number']} of your list"
     return "a task"
 
 

@@ -10,7 +10,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain.approvals import describe
-from domain.errors import InvalidInput
+from domain.errors import NotFound
 from domain.limits import check_conversation_title
 from domain.tables import Approval, Conversation, Message
 
@@ -96,11 +96,12 @@ async def list_conversations(user_id: str, limit: int = 50) -> list[Conversation
 
 
 async def rename_conversation(db: Engine, user_id: str, conversation_id: str, title: str) -> bool:
-    """False: the user has no such conversation; ``InvalidInput`` for a title it cannot have."""
+    """False: the user has no such conversation; ``InvalidInput`` (checked first, so any
+    conversation id gets it) for a title it cannot have."""
+    check_conversation_title(title)
     key = parse_id(conversation_id)
     if key is None:
         return False
-    check_conversation_title(title)
     async with db.transaction():
         rows = await (
             Conversation.update({Conversation.title: title})
@@ -187,7 +188,7 @@ async def page_conversations(
     user_id: str, limit: int, order: PageOrder = "desc", after: str | None = None
 ) -> ConversationPage:
     """A page of the user's conversations by creation time; ``after`` is the last id of
-    the previous page. An unknown cursor raises ``InvalidInput``."""
+    the previous page. An unknown cursor raises ``NotFound``, as any id that names nothing."""
     query = (
         Conversation.select(*_CONVERSATION_COLUMNS)
         .where(Conversation.user_id == user_id)
@@ -202,7 +203,7 @@ async def page_conversations(
             .first()
         )
         if not cursor:
-            raise InvalidInput("The page cursor does not name one of your threads.")
+            raise NotFound("The page cursor names none of your threads.")
         query = query.where(_after(Conversation, cursor, order))
     rows = await query
     return ConversationPage([_conversation(row) for row in rows[:limit]], has_more=len(rows) > limit)
@@ -233,7 +234,7 @@ async def page_messages(
             .first()
         )
         if not cursor:
-            raise InvalidInput("The page cursor does not name an item of this thread.", field="after")
+            raise NotFound("The page cursor names no item of this thread.")
         query = query.where(_after(Message, cursor, order))
     rows = await query
     return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit,

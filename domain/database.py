@@ -24,6 +24,7 @@ from piccolo.engine.sqlite import SQLiteEngine  # noqa: E402
 import asyncpg  # noqa: E402
 
 from domain import piccolo_conf  # noqa: E402
+from domain.postgres_engine import DeadlinePostgresEngine, Deadlines  # noqa: E402
 from domain.runs.postgres_store import PostgresRunStore  # noqa: E402
 from domain.runs.sqlite_store import SQLiteRunStore  # noqa: E402
 from domain.runs.store import RunStore  # noqa: E402
@@ -60,13 +61,14 @@ def _parse(url: str) -> tuple[str, str]:
     raise DatabaseUrlError(f"unsupported database URL scheme {parts.scheme!r} (use sqlite:// or postgresql://)")
 
 
-def engine_for(url: str) -> Engine:
-    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://…``."""
+def engine_for(url: str, deadlines: Deadlines = Deadlines()) -> Engine:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://…`` (whose
+    waits for the server end by ``deadlines``)."""
     kind, target = _parse(url)
     if kind == "sqlite":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         return InlineSQLiteEngine(path=target)
-    return PostgresEngine(config={"dsn": target})
+    return DeadlinePostgresEngine(target, deadlines)
 
 
 async def probe(url: str, timeout_s: float = 10.0) -> None:
@@ -116,12 +118,24 @@ def bind(engine: Engine) -> None:
         table._meta.refresh_db()  # Piccolo's documented way: the table looks up piccolo_conf.DB again
 
 
-async def open_database(url: str) -> Engine:
-    engine = engine_for(url)
-    bind(engine)
-    if isinstance(engine, PostgresEngine):
+async def open_database(url: str, deadlines: Deadlines = Deadlines()) -> Engine:
+    engine = engine_for(url, deadlines)
+    if isinstance(engine, DeadlinePostgresEngine):
+        # Migrations first, on an engine of their own without statement deadlines: one may
+        # take long (an index on a big table), and only the serving engine needs them.
+        migrating = PostgresEngine(config={"dsn": url, "timeout": deadlines.connect_s})
+        bind(migrating)
+        await migrating.start_connection_pool(min_size=1, max_size=2)
+        try:
+            async with _migration_lock(url, migrating, deadlines.connect_s):
+                await migrate()
+        finally:
+            await migrating.close_connection_pool()
+        bind(engine)
         await engine.start_connection_pool(min_size=2, max_size=20)
-    elif isinstance(engine, SQLiteEngine):
+        return engine
+    bind(engine)
+    if isinstance(engine, SQLiteEngine):
         # WAL lets readers go on while one run writes.
         await engine.run_ddl("PRAGMA journal_mode=WAL")
     async with _migration_lock(url, engine):
@@ -130,10 +144,10 @@ async def open_database(url: str) -> Engine:
 
 
 @contextlib.asynccontextmanager
-async def _migration_lock(url: str, engine: Engine):
+async def _migration_lock(url: str, engine: Engine, connect_s: float = 60.0):
     """Instances starting together (workers, a scaled deployment) migrate one at a time."""
     if isinstance(engine, PostgresEngine):
-        connection = await asyncpg.connect(url)
+        connection = await asyncpg.connect(url, timeout=connect_s)
         try:
             await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
             yield
@@ -144,6 +158,19 @@ async def _migration_lock(url: str, engine: Engine):
         with open(path, "w") as file:
             await asyncio.to_thread(fcntl.flock, file, fcntl.LOCK_EX)
             yield
+
+
+async def answers(engine: Engine) -> bool:
+    """Whether the database answers a ``SELECT 1`` (on PostgreSQL, within its health deadline)."""
+    try:
+        if isinstance(engine, DeadlinePostgresEngine):
+            async with asyncio.timeout(engine.deadlines.health_s):
+                await engine.run_ddl("SELECT 1")
+        else:
+            await engine.run_ddl("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means no
+        return False
+    return True
 
 
 async def close_database(engine: Engine) -> None:

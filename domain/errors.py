@@ -89,6 +89,12 @@ class AuthError(ChatError):
     code = "unauthorized"
 
 
+class Forbidden(ChatError):
+    """The token is valid but names another user than the resource's."""
+
+    code = "forbidden"
+
+
 class KeysUnavailable(ChatError):
     """The identity provider's keys could not be fetched: not the caller's fault."""
 

@@ -35,11 +35,14 @@ def next_day(at: datetime) -> datetime:
     return datetime.combine(usage_day(at) + timedelta(days=1), time(), tzinfo=UTC)
 
 
-def check_usage_days(first: date, last: date) -> None:
-    if first > last:
-        raise InvalidInput("'from' is after 'to'.", field="from")
-    if (last - first).days + 1 > MAX_USAGE_DAYS:
-        raise InvalidInput(f"A usage range covers at most {MAX_USAGE_DAYS} days.", field="from")
+def usage_days(first: date, last: date) -> tuple[date, date]:
+    """The days a usage report covers: at most the last ``MAX_USAGE_DAYS`` up to ``last`` (the
+    report's ``from`` says where it starts); none when ``first`` is after ``last``. Any two
+    dates get an answer, as the OpenAPI document promises: it cannot state a rule across two
+    parameters."""
+    if (last - first).days >= MAX_USAGE_DAYS:
+        first = last - timedelta(days=MAX_USAGE_DAYS - 1)
+    return first, last
 
 
 def check_text(value: str, field: str, what: str, max_chars: int | None = None) -> str:
@@ -58,6 +61,9 @@ def check_user_id(user_id: str) -> str:
 
 
 def check_conversation_title(title: str) -> str:
+    """A title a person can see: a blank one would leave the conversation unnamed in every list."""
+    if not title.strip():
+        raise InvalidInput("A conversation needs a title (not blank).", field="title")
     return check_text(title, "title", "The title", MAX_CONVERSATION_TITLE_CHARS)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +22,10 @@ from domain.offline_model import OfflineModel
 from domain.openai_stream_decoding import make_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+
+# The client build_model made for each model, for close_model: the SDK's models keep theirs in
+# a private attribute, and their public close() leaves it open.
+_CLIENTS: weakref.WeakKeyDictionary[Model, AsyncOpenAI] = weakref.WeakKeyDictionary()
 
 
 class ModelConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,8 +67,11 @@ def build_model(config: ModelConfig) -> tuple[Model, ModelSettings, ModelProvide
     provider = ModelProvider(name=name, model_name=model_name, api=api, base_url=public_url(config.base_url))
     if api == "chat_completions":
         model: Model = OpenAIChatCompletionsModel(model=model_name, openai_client=client)
-        return model, ModelSettings(include_usage=True), provider
-    return OpenAIResponsesModel(model=model_name, openai_client=client), ModelSettings(), provider
+        settings = ModelSettings(include_usage=True)
+    else:
+        model, settings = OpenAIResponsesModel(model=model_name, openai_client=client), ModelSettings()
+    _CLIENTS[model] = client
+    return model, settings, provider
 
 
 def public_url(url: str | None) -> str | None:
@@ -92,12 +100,11 @@ def configure_tracing(enabled: bool, config: ModelConfig) -> None:
 
 
 async def close_model(model: Model) -> None:
-    """Close the HTTP connections of an OpenAI model's client at shutdown.
+    """Close the HTTP connections of the client :func:`build_model` made for ``model``, at shutdown.
 
     Left to the garbage collector, the client schedules its close on an event loop that has
-    already stopped ("Event loop is closed"). The SDK models keep the client they were given
-    in ``_client``; ours is always an ``AsyncOpenAI`` made by :func:`build_model`.
+    already stopped ("Event loop is closed").
     """
-    client = getattr(model, "_client", None)
-    if isinstance(client, AsyncOpenAI):
+    client = _CLIENTS.pop(model, None)
+    if client is not None:
         await client.close()

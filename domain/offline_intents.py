@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
+
+from domain.mcp_servers import tool_name
 
 
 class ToolIntent(msgspec.Struct, frozen=True):
@@ -21,8 +24,10 @@ HELP = (
     "- list tasks: \"list my tasks\", \"show pending tasks\", \"show completed tasks\"\n"
     "- complete or reopen one: \"complete buy milk\", \"reopen 2\"\n"
     "- rename one: \"rename buy milk to buy oat milk\"\n"
-    "- delete one: \"delete buy milk\" or \"delete 2\" (the number from the last list)"
+    "- delete one: \"delete buy milk\" or \"delete 2\" (the number from the last list)\n"
+    "- call any other tool (an MCP server's): \"use files.read {\"path\": \"notes.txt\"}\""
 )
+TODO_TOOLS = frozenset({"add_task", "list_tasks", "complete_task", "update_task", "delete_task"})
 
 _POLITE = r"^(?:(?:please|pls|can you|could you|would you|kindly|hey|ok|okay)[,\s]+)*"
 _LIST_SUFFIX = r"(?:\s+(?:to|from|in|on)\s+(?:my|the)\s+(?:todo\s+|to-do\s+)?(?:list|tasks|todos?))?"
@@ -60,6 +65,8 @@ _DELETE = re.compile(
     _POLITE + r"(?:delete|remove|drop|erase|get rid of)\s+(?P<target>.+?)" + _LIST_SUFFIX + r"[.!]?$", re.I
 )
 _NUMBER = re.compile(r"^(?:the\s+)?(?:task\s+)?(?:number\s+|no\.?\s*|#)?(?P<n>\d+)$", re.I)
+# "use <tool> [JSON arguments]": a tool by the model's name for it, or an MCP server's as server.tool.
+_USE = re.compile(r"^use\s+(?P<tool>[A-Za-z0-9_.-]+)(?:\s+(?P<arguments>.+))?$", re.I | re.S)
 _GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening)|yo)\b", re.I)
 
 
@@ -87,9 +94,27 @@ def _target(text: str, last_list: list[dict] | None) -> dict[str, Any]:
     return {"title": cleaned}
 
 
-def parse(message: str, last_list: list[dict] | None) -> ToolIntent | str:
-    """Map a user message to a tool call, or to a direct reply."""
+def _use(match: re.Match[str], tools: Collection[str]) -> ToolIntent | str | None:
+    """A call of the named tool; words if it cannot be made; None: not a tool's name after all."""
+    named = match["tool"]
+    server, dot, tool = named.partition(".")
+    name = named if named in tools else tool_name(server, tool) if dot else None
+    if name not in tools:
+        return f"I have no tool named {named}." if dot else None
+    try:
+        arguments = json.loads(match["arguments"] or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        return f"Give {named} its arguments as a JSON object, e.g. use {named} {{\"text\": \"hi\"}}."
+    return ToolIntent(name, arguments)
+
+
+def parse(message: str, last_list: list[dict] | None, tools: Collection[str] = ()) -> ToolIntent | str:
+    """Map a user message to a tool call, or to a direct reply; ``tools``: the tools the agent has."""
     text = " ".join(message.split())
+    if (m := _USE.match(text)) and (used := _use(m, tools)) is not None:
+        return used
     if m := _DESCRIBE.match(text):
         return ToolIntent("update_task", {**_target(m["target"], last_list), "description": m["new"].strip()})
     if m := _ADD.match(text):
@@ -149,6 +174,8 @@ def reply(tool: str, arguments: dict[str, Any], output: str) -> str:
         result = {"error": output}
     if not isinstance(result, dict):
         result = {"error": str(result)}
+    if tool not in TODO_TOOLS:
+        return _other_reply(tool, result)
     if "error" in result:
         return f"Sorry, I couldn't do that: {result['error']} Say \"list my tasks\" to see what's there."
     if "added" in result:
@@ -177,3 +204,11 @@ def reply(tool: str, arguments: dict[str, Any], output: str) -> str:
             return f"Renamed task #{_number(task)} to {_quote(task['title'])}."
         return f"Updated {_quote(task['title'])}."
     return "Done."
+
+
+def _other_reply(tool: str, result: dict) -> str:
+    """Words about another tool's result (an MCP server's): what it said."""
+    if "error" in result:
+        return f"Sorry, {tool} failed: {result['error']}"
+    said = result["result"] if set(result) == {"result"} else json.dumps(result, ensure_ascii=False)
+    return f"{tool} answered: {said}"

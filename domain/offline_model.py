@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
@@ -48,7 +48,7 @@ def _user_text(item: Any) -> str:
 class _Turn:
     """What the model decided to say for one request: a tool call or text."""
 
-    def __init__(self, items: list[TResponseInputItem]):
+    def __init__(self, items: list[TResponseInputItem], tools: Sequence[Tool] = ()):
         self.call: offline_intents.ToolIntent | None = None
         self.text = ""
         calls = {_field(i, "call_id"): i for i in items if _field(i, "type") == "function_call"}
@@ -60,7 +60,8 @@ class _Turn:
             self.text = offline_intents.reply(name, arguments, str(_field(last, "output")))
             return
         user = next((i for i in reversed(items) if _field(i, "role") == "user"), None)
-        decided = offline_intents.parse(_user_text(user) if user else "", self._last_list(items, calls))
+        decided = offline_intents.parse(_user_text(user) if user else "", self._last_list(items, calls),
+                                        [tool.name for tool in tools])
         if isinstance(decided, str):
             self.text = decided
         else:
@@ -101,7 +102,7 @@ class OfflineModel(Model):
         prompt: Any | None = None,
     ) -> ModelResponse:
         items = _as_items(input)
-        turn = _Turn(items)
+        turn = _Turn(items, tools)
         output = [_function_call(turn.call)] if turn.call else [_message(f"msg_{uuid.uuid4().hex}", turn.text)]
         usage = _usage(items, turn)
         return ModelResponse(
@@ -126,7 +127,7 @@ class OfflineModel(Model):
         prompt: Any | None = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
         items = _as_items(input)
-        turn = _Turn(items)
+        turn = _Turn(items, tools)
         response = _response([], _usage(items, turn))
         seq = iter(range(1_000_000))
         yield ResponseCreatedEvent(type="response.created", response=response, sequence_number=next(seq))

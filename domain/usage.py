@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 
 import msgspec
 
-from domain.limits import check_usage_days, usage_day
+from domain.limits import usage_day, usage_days
 from domain.tables import DailyUsage
 
 
@@ -32,12 +32,11 @@ class UsageReport(msgspec.Struct, frozen=True, rename={"first": "from", "last": 
 
 async def usage(user_id: str, first: date | None, last: date | None, tokens_per_day: int | None,
                 at: datetime) -> UsageReport:
-    """``to`` is today unless given, ``from`` is ``to`` unless given; ``InvalidInput`` for a
-    range the limits refuse."""
+    """``to`` is today unless given, ``from`` is ``to`` unless given; a range longer than the
+    limit is cut to its last days, and ``from`` after ``to`` covers no day."""
     today = usage_day(at)
     last = last or today
-    first = first or last
-    check_usage_days(first, last)
+    first, last = usage_days(first or last, last)
     rows = await DailyUsage.select(
         DailyUsage.day, DailyUsage.input_tokens, DailyUsage.output_tokens, DailyUsage.runs
     ).where(DailyUsage.user_id == user_id, DailyUsage.day >= first, DailyUsage.day <= last)

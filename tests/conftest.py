@@ -23,7 +23,7 @@ import uvicorn
 from litestar.testing import TestClient
 
 from app.auth import Authenticator
-from app.cli import UVICORN_OPTIONS
+from app.cli import uvicorn_options
 from app.main import create_app
 from app.settings import Settings
 
@@ -129,7 +129,7 @@ class LiveServer(msgspec.Struct):
 
 def start_live_server(settings: Settings, port: int = 0) -> LiveServer:
     """The real app on uvicorn at 127.0.0.1 (on a free port by default), in a thread of its own."""
-    options = {**UVICORN_OPTIONS, "timeout_graceful_shutdown": 5}
+    options = {**uvicorn_options(settings), "timeout_graceful_shutdown": 5}
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options
     )
@@ -151,7 +151,7 @@ def serving(app: object, **options: object) -> Iterator[int]:
     """A bare ASGI app on uvicorn (the server's options, overridable) at 127.0.0.1; its port.
     log_config=None: uvicorn's records reach the root logger, so caplog sees any traceback."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
-                            **{**UVICORN_OPTIONS, **options})
+                            **{**uvicorn_options(Settings()), **options})
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -155,6 +155,10 @@ VALID = {"threadId": "t", "runId": "r", "messages": [USER]}
     (json.dumps({**VALID, "messages": [{**USER, "role": "boss"}]}).encode(), "messages[0].role"),
     (json.dumps({**VALID, "messages": [{**USER, "content": [{"type": "gif", "text": "hi"}]}]}).encode(),
      "messages[0].content[0].type"),
+    # A file is refused, not answered as if it were not there (README: files come later).
+    (json.dumps({**VALID, "messages": [{**USER, "content": [{"type": "text", "text": "read this"}, {
+        "type": "binary", "mimeType": "application/pdf", "data": "JVBERi0="}]}]}).encode(),
+     "messages[0].content[1].type"),
     (json.dumps({**VALID, "tools": [{"name": "x"}]}).encode(), "tools[0]"),
     (json.dumps({**VALID, "messages": [{"id": "a1", "role": "assistant", "content": "hi"}]}).encode(),
      "messages"),  # no user message

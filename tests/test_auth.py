@@ -367,3 +367,28 @@ def test_a_remembered_token_is_still_refused_once_it_expires():
     time.sleep(max(0.0, expires - time.time()) + 0.05)
     with pytest.raises(AuthError, match="expired"):
         asyncio.run(authenticator.user_of(token))
+
+
+def test_an_hs256_token_without_exp_is_401(client):
+    """Issue 33: a server token without ``exp`` was accepted forever; every token must expire,
+    as identity-provider tokens already must."""
+    forever = jwt.encode({k: v for k, v in claims().items() if k != "exp"}, JWT_SECRET, algorithm="HS256")
+    response = get_tasks(client, forever)
+    assert_401(response, "The token has no expiry (exp).")
+    assert response.json()["code"] == "unauthorized"
+    from litestar.exceptions import WebSocketDisconnect
+
+    with client.websocket_connect(f"/api/alice/ws?token={forever}") as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1008 and closed.value.detail == "The token has no expiry (exp)."
+
+
+def test_provider_down_retry_after_is_when_the_keys_are_fetched_again(tmp_path, idp, keys):
+    """The 503's Retry-After comes from the key cache's real refresh interval (it was a fixed 30)."""
+    idp.failing = True
+    with app_client(tmp_path, idp, jwt_jwks_refresh_s=7) as client:
+        response = get_tasks(client, keys["RS256"].sign(claims()))
+        assert response.status_code == 503, response.text
+        assert 1 <= int(response.headers["retry-after"]) <= 7
+        assert response.json()["code"] == "auth_unavailable"

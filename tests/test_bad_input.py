@@ -23,7 +23,8 @@ def assert_nothing_written(settings) -> None:
 def test_auth_failures(client, settings, route, headers, status, detail):
     response = client.post(route, json={"message": "add x"}, headers=headers)
     assert response.status_code == status
-    assert response.json() == {"status_code": status, "detail": detail}
+    code = "unauthorized" if status == 401 else "forbidden"
+    assert response.json() == {"status_code": status, "detail": detail, "code": code, "extra": {"code": code}}
     if status == 401:
         assert response.headers["www-authenticate"] == "Bearer"
     assert_nothing_written(settings)
@@ -83,7 +84,8 @@ def test_unknown_conversation_is_404(client, settings, conversation_id):
     response = client.post("/api/alice/chat/stream", json={"message": "hi", "conversation_id": conversation_id},
                            headers=auth("alice"))
     assert response.status_code == 404
-    assert response.json() == {"status_code": 404, "detail": "No such conversation.", "extra": {"code": "not_found"}}
+    assert response.json() == {"status_code": 404, "detail": "No such conversation.", "code": "not_found",
+                               "extra": {"code": "not_found"}}
     assert_nothing_written(settings)
 
 

@@ -449,8 +449,9 @@ def test_items_list_pages_with_cursors_in_both_orders(client):
     default = strictly_valid(ITEM_PAGE, chatkit(client, request("items.list", thread_id=thread_id)).content)
     assert [i["id"] for i in default["data"]] == everything[::-1] and default["has_more"] is False
 
+    # A cursor that names nothing is 404, as every id that names nothing (the document allows any string).
     bad = chatkit(client, request("items.list", thread_id=thread_id, after="nonsense"))
-    assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
+    assert bad.status_code == 404 and "cursor" in bad.json()["detail"] and bad.json()["code"] == "not_found"
     assert chatkit(client, request("items.list", thread_id=thread_id), user="bob").status_code == 404
 
 
@@ -495,6 +496,16 @@ def test_update_renames_the_thread_everywhere(client):
     assert chatkit(client, request("threads.update", thread_id=thread_id, title="x" * 201)).status_code == 400
     assert chatkit(client, request("threads.update", thread_id=thread_id, title="Mine"), user="bob").status_code == 404
     assert get_thread(client, thread_id)["title"] == "Groceries"
+
+
+def test_a_thread_cannot_be_renamed_to_a_blank_title(client):
+    """Issue 33: ``threads.update`` with an empty (or blank) title emptied the thread's title."""
+    thread_id = stream_events(chatkit(client, create("add buy milk")))[0]["thread"]["id"]
+    for title in ("", "   "):
+        refused = chatkit(client, request("threads.update", thread_id=thread_id, title=title))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "invalid_input" and refused.json()["extra"][0]["key"] == "title"
+    assert get_thread(client, thread_id)["title"] == "add buy milk"
 
 
 def test_delete_removes_the_thread_and_its_messages(client, settings):

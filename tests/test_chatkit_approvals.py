@@ -316,6 +316,7 @@ def test_closing_the_continuation_stream_is_stop(settings):
 @pytest.mark.parametrize(("name", "arguments", "words"), [
     ("delete_task", {"title": "buy milk"}, "Delete the task “buy milk”"),
     ("delete_task", {"task_id": 2}, "Delete task 2"),
+    ("delete_task", {"number": 1}, "Delete task number 1 of your list"),
     ("add_task", {"title": "call mom"}, "Add the task “call mom”"),
     ("complete_task", {"title": "call mom", "completed": False}, "Mark the task “call mom” as not done"),
     ("update_task", {"task_id": 3, "new_title": "call dad"}, "Rename task 3 to “call dad”"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -11,6 +12,7 @@ import sys
 import httpx
 import jwt
 import msgspec
+import pytest
 
 from tests.conftest import ServerProcess, count_rows
 
@@ -28,6 +30,44 @@ def test_token_is_signed_with_jwt_secret(tmp_path):
     claims = jwt.decode(done.stdout.strip(), "s" * 40, algorithms=["HS256"])
     assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 60
     assert done.stdout.count("\n") == 1
+
+
+# What `token` and `--help` must not load: each took seconds to import (`token` took 4-5 s).
+HEAVY = {"agents", "openai", "litestar", "uvicorn", "piccolo", "asyncpg"}
+_LOADED_BY = """
+import contextlib, io, json, sys
+from app.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
+print(json.dumps({"out": out.getvalue(), "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+@pytest.mark.parametrize("args", [["token", "alice"], ["--help"], ["token", "--help"]])
+def test_token_and_help_load_no_web_framework_database_or_model_sdk(tmp_path, args):
+    done = subprocess.run([sys.executable, "-c", _LOADED_BY, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JWT_SECRET": "s" * 40, "DATA_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    assert HEAVY & set(loaded["modules"]) == set()
+    if args == ["token", "alice"]:
+        assert jwt.decode(loaded["out"].strip(), "s" * 40, algorithms=["HS256"])["sub"] == "alice"
+    else:
+        assert "usage: chat-server" in loaded["out"]
+
+
+def test_token_is_refused_in_one_line_when_tokens_come_from_the_identity_provider(tmp_path):
+    done = chat_server("token", "alice", JWT_SECRET="", JWT_JWKS_URL="https://id.example/jwks.json",
+                       DATA_DIR=str(tmp_path))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "chat-server: This server has no JWT_SECRET: its tokens come from the identity provider.\n"
+
+
+def test_token_carries_the_servers_issuer_and_audience(tmp_path):
+    done = chat_server("token", "alice", JWT_SECRET="s" * 40, JWT_ISSUER="https://chat.example",
+                       JWT_AUDIENCE="todo", DATA_DIR=str(tmp_path))
+    claims = jwt.decode(done.stdout.strip(), "s" * 40, algorithms=["HS256"], audience="todo")
+    assert (claims["iss"], claims["aud"]) == ("https://chat.example", "todo")
 
 
 def test_dev_mode_secret_is_created_once_and_shared_with_the_server(tmp_path, settings):

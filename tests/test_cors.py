@@ -79,3 +79,19 @@ def test_by_default_no_cors_headers_at_all(client):
     response = client.get("/api/alice/tasks", headers={**auth("alice"), "Origin": ALLOWED})
     assert response.status_code == 200
     assert cors_headers(response) == {}
+
+
+def test_an_mcp_client_in_a_browser_may_send_and_read_the_session_headers(cors_client):
+    asked = preflight(cors_client, "/mcp", ALLOWED, headers="authorization, content-type, mcp-session-id, "
+                      "mcp-protocol-version")
+    assert asked.status_code in (200, 204) and asked.headers["access-control-allow-origin"] == ALLOWED
+    allowed = {h.strip().lower() for h in asked.headers["access-control-allow-headers"].split(",")}
+    assert {"mcp-session-id", "mcp-protocol-version"} <= allowed
+    opened = cors_client.post("/mcp", headers={**auth("alice"), "Origin": ALLOWED,
+                                               "Accept": "application/json, text/event-stream"}, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "web", "version": "1"}},
+    })
+    assert opened.status_code == 200 and opened.headers["mcp-session-id"]
+    exposed = {h.strip().lower() for h in opened.headers["access-control-expose-headers"].split(",")}
+    assert "mcp-session-id" in exposed

@@ -24,6 +24,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from hypothesis.errors import Unsatisfiable
 from litestar.testing import TestClient
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status as EngineStatus
+from schemathesis.engine import events as engine_events
 from schemathesis.checks import (
     content_type_conformance,
     ignored_auth,
@@ -41,7 +44,7 @@ from app.main import create_app
 from app.settings import Settings
 from domain.events import Event
 from tests.conftest import auth, fetch_rows, token_for
-from transports import ag_ui
+from transports import ag_ui, ai_sdk
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 TABLES = ("conversation", "message", "task", "run", "run_event")
@@ -131,6 +134,9 @@ def assert_events_decode(body: bytes, path: str) -> None:
             assert isinstance(msgspec.json.decode(payload).get("type"), str), payload
         elif path.endswith("/ag-ui"):  # AG-UI events; tests/test_ag_ui.py has the client check them
             msgspec.json.decode(payload, type=ag_ui.Event)
+        elif "/ai-sdk/" in path:  # UI message chunks, then the literal [DONE]
+            if payload != b"[DONE]":
+                msgspec.json.decode(payload, type=ai_sdk.Chunk)
         else:
             msgspec.json.decode(payload, type=Event)
 
@@ -170,6 +176,68 @@ def test_rest_routes_survive_schemathesis(api_schema, mode):
         except (Exception, BaseExceptionGroup) as exc:  # collect every operation's failure, then fail once
             failures[operation.label] = f"{type(exc).__name__}: {exc}"
     assert not failures, "\n\n".join(f"{label}:\n{failure}" for label, failure in failures.items())
+
+
+# --- The OpenAPI document is the contract: schemathesis' own run on a live server -----------
+
+CONTRACT_EXAMPLES = int(os.environ.get("FUZZ_CONTRACT_EXAMPLES", "20"))
+CONTRACT_CHECKS = [
+    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
+    "response_schema_conformance", "positive_data_acceptance", "negative_data_rejection", "missing_required_header",
+    "unsupported_method", "allow_header_conformance", "ignored_auth",
+]
+
+
+def contract_config(token: str) -> SchemathesisConfig:
+    """What ``st run --checks all`` does, seeded: every phase (examples, coverage, fuzzing,
+    stateful) and every check that judges the document against the server."""
+    return SchemathesisConfig.from_dict({
+        "seed": 20260101,
+        "headers": {"Authorization": f"Bearer {token}"},
+        "parameters": {"path.user_id": "alice"},  # the token's user: past auth, into the handlers
+        "generation": {"max-examples": CONTRACT_EXAMPLES, "deterministic": True, "database": "none"},
+        "checks": {name: {"enabled": True} for name in CONTRACT_CHECKS},
+        "request-timeout": 10,
+        "max-stream-events": 20,
+        "workers": 1,
+        # The feed never ends and says nothing until something changes: a short read of it.
+        "operations": [{"include-path": "/api/{user_id}/events", "request-timeout": 0.3}],
+    })
+
+
+def contract_failures(url: str, token: str) -> list[str]:
+    schema = schemathesis.openapi.from_url(f"{url}/schema/openapi.json", config=contract_config(token))
+    found: list[str] = []
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, engine_events.ScenarioFinished | engine_events.FuzzScenarioFinished):
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    if check.status != EngineStatus.FAILURE or check.failure_info is None:
+                        continue
+                    interaction = event.recorder.interactions.get(case_id)
+                    request = interaction.request if interaction else None
+                    response = interaction.response if interaction else None
+                    found.append(
+                        f"{event.recorder.label}: {check.name}: {check.failure_info.failure.title}\n"
+                        f"  {request.method if request else ''} {request.uri if request else ''} "
+                        f"{(request.body or b'')[:300] if request else b''!r}\n"
+                        f"  -> {response.status_code if response else ''} {(response.content or b'')[:300] if response else b''!r}"
+                    )
+        elif isinstance(event, engine_events.NonFatalError):
+            found.append(f"{event.label}: error: {event.value!r}")
+        elif isinstance(event, engine_events.FatalError):
+            found.append(f"fatal: {event.exception!r}")
+        elif isinstance(event, engine_events.EngineFinished):
+            found += [f"after the run: {failure.title}: {failure.message}" for failure in event.failures]
+    return sorted(set(found))
+
+
+def test_the_openapi_document_and_the_server_agree(live_server):
+    """Issue 33: 22 places where the document and the server disagreed (inputs the document
+    allows and the server refused, ``Allow`` lists, SSE events the document did not describe).
+    Zero server errors and zero mismatches, every check, on a fixed seed."""
+    failures = contract_failures(live_server.url, token_for("alice", ttl_s=3600))
+    assert not failures, f"{len(failures)} disagreements:\n" + "\n".join(failures)
 
 
 # --- WebSocket and ChatKit: random frames -------------------------------------------------

@@ -212,7 +212,9 @@ def test_feed_bad_input_and_other_users(client):
 def test_the_feed_is_documented(client):
     schema = client.get("/schema/openapi.json").json()
     content = schema["paths"]["/api/{user_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
-    refs = {ref["$ref"].rsplit("/", 1)[1] for ref in content["schema"]["oneOf"]}
+    # Each item of the stream is an event whose `data` is a feed event's JSON (OpenAPI 3.2's reading).
+    data = content["schema"]["properties"]["data"]
+    refs = {ref["$ref"].rsplit("/", 1)[1] for ref in data["contentSchema"]["oneOf"]}
     assert refs == {"RunStarted", "RunEnded", "ConversationCreated", "ConversationRenamed", "ConversationDeleted",
                     "TaskAdded", "TaskChanged", "TaskRemoved", "Reload"}
     asyncapi = client.get("/schema/asyncapi.json").json()

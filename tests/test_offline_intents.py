@@ -358,4 +358,22 @@ def test_reply_to_json_that_is_not_an_object_treats_it_as_an_error():
 
 
 def test_reply_to_an_unrecognised_result_is_done():
-    assert reply("mystery_tool", {}, out({"ok": True})) == "Done."
+    assert reply("update_task", {}, out({"ok": True})) == "Done."
+
+
+def test_reply_to_another_tools_result_says_what_it_answered():
+    """Another tool (an MCP server's): its result in words, a plain ``{"result"}`` as its text."""
+    assert reply("mystery_tool", {}, out({"ok": True})) == 'mystery_tool answered: {"ok": true}'
+    assert reply("files__read", {}, out({"result": "hello"})) == "files__read answered: hello"
+    assert reply("files__read", {}, out({"error": "gone"})) == "Sorry, files__read failed: gone"
+
+
+@pytest.mark.parametrize("message, tools, expected", [
+    ('use files.read {"path": "a.txt"}', ["files__read"], ToolIntent("files__read", {"path": "a.txt"})),
+    ("use files__read", ["files__read"], ToolIntent("files__read", {})),
+    ("use files.read", [], "I have no tool named files.read."),
+    ("use files.read [1]", ["files__read"], 'Give files.read its arguments as a JSON object, e.g. use files.read {"text": "hi"}.'),
+    ("use the force", ["files__read"], HELP),  # not a tool's name: the usual rules
+])
+def test_use_calls_any_tool_the_agent_has(message, tools, expected):
+    assert parse(message, None, tools) == expected

@@ -3,6 +3,7 @@ configuration table lists every setting."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -47,7 +48,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 13
+    assert len(SNIPPETS) == 14
 
 
 def test_curl_sse_snippet(server):
@@ -170,13 +171,42 @@ def test_approval_python_snippet_approves(server):
 
 
 def test_usage_curl_snippet(server):
-    usage = msgspec.json.decode(run_snippet(*SNIPPETS[12], server))
+    usage = msgspec.json.decode(run_snippet(*SNIPPETS[13], server))
     assert set(usage) == {"from", "to", "input_tokens", "output_tokens", "days", "tokens_per_day", "tokens_left_today"}
     assert usage["from"] == usage["to"] and len(usage["days"]) == 1
 
 
+def test_mcp_python_snippet(server):
+    output = run_snippet(*SNIPPETS[11], server).splitlines()
+    assert output == [str(["add_task", "list_tasks", "complete_task", "update_task", "delete_task"]), "renew the passport"]
+
+
+def test_mcp_client_configuration_reaches_the_server(server):
+    """The README's MCP client configuration, as a client reads it: its URL and headers work."""
+    import asyncio
+
+    import httpx2
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    config = json.loads(re.search(r"```json\n(\{\n  \"mcpServers\".*?)```", README, re.S)[1])
+    todo = config["mcpServers"]["todo"]
+    assert todo["type"] == "http"
+    url = todo["url"].replace("http://127.0.0.1:8000", server.url)
+    headers = {name: value.replace("<token>", token_for("alice")) for name, value in todo["headers"].items()}
+
+    async def tools() -> list[str]:
+        async with httpx2.AsyncClient(headers=headers) as http, \
+                streamable_http_client(url, http_client=http) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            return [tool.name for tool in (await session.list_tools()).tools]
+
+    assert "add_task" in asyncio.run(tools())
+
+
 def test_search_fork_and_feedback_snippet(server):
-    found, forked, rated = run_snippet(*SNIPPETS[11], server).splitlines()
+    found, forked, rated = run_snippet(*SNIPPETS[12], server).splitlines()
     assert "book a table at the [Café] [Zoë]" in found  # the matched words marked
     assert forked.startswith("add book a table at the Café Zoë (fork) ") and forked.endswith(" 3")
     assert rated == "[('up', 'quick')]"

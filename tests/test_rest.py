@@ -174,3 +174,63 @@ def test_an_edited_message_is_answered_anew_and_what_followed_it_is_dropped(clie
     again = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
     assert [m["content"] for m in again if m["role"] == "user"] == ["add buy milk", "add call mom"]
     assert len(again) == len(after)  # the old answer was replaced, not kept beside the new one
+
+
+def test_the_plain_chat_regenerates_and_edits_an_earlier_message_with_again(client):
+    first = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    conversation = first["conversation_id"]
+    client.post("/api/alice/chat", json={"message": "list my tasks", "conversation_id": conversation},
+                headers=auth("alice"))
+    before = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    said = [m for m in before if m["role"] == "user"][1]
+
+    regenerated = client.post("/api/alice/chat", json={"message": "", "conversation_id": conversation,
+                                                       "again": said["id"]}, headers=auth("alice"))
+    assert regenerated.status_code == 200, regenerated.text
+    assert regenerated.json()["status"] == "completed" and "buy milk" in regenerated.json()["response"]
+    after = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    assert [m["content"] for m in after if m["role"] == "user"] == ["add buy milk", "list my tasks"]
+    assert len(after) == len(before)  # the old answer was replaced, not kept beside the new one
+
+    edited = client.post("/api/alice/chat", json={"message": "add call mom", "conversation_id": conversation,
+                                                  "again": said["id"]}, headers=auth("alice"))
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["response"] == "Added “call mom” to your list (task #2)."
+    after = client.get(f"/api/alice/conversations/{conversation}", headers=auth("alice")).json()["messages"]
+    assert [m["content"] for m in after if m["role"] == "user"] == ["add buy milk", "add call mom"]
+    assert [t["title"] for t in client.get("/api/alice/tasks", headers=auth("alice")).json()] == ["buy milk", "call mom"]
+
+
+def test_the_plain_chat_refuses_again_naming_a_message_that_is_not_the_users(client):
+    first = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    messages = client.get(f"/api/alice/conversations/{first['conversation_id']}", headers=auth("alice")).json()
+    reply = [m for m in messages["messages"] if m["role"] == "assistant"][0]
+    refused = client.post("/api/alice/chat", json={"message": "", "conversation_id": first["conversation_id"],
+                                                   "again": reply["id"]}, headers=auth("alice"))
+    assert refused.status_code == 400 and "Only a user message can be answered again." in refused.text
+    assert client.get(f"/api/alice/conversations/{first['conversation_id']}",
+                      headers=auth("alice")).json()["messages"] == messages["messages"]
+
+
+def test_a_conversation_cannot_be_renamed_to_a_blank_title(client, settings):
+    """Issue 33: ``PATCH`` with ``{"title": ""}`` emptied the title; it is a coded 400 that
+    changes nothing (an id that names nothing gets the same 400: the title is checked first)."""
+    reply = client.post("/api/alice/chat", json={"message": "add buy milk"}, headers=auth("alice")).json()
+    url = f"/api/alice/conversations/{reply['conversation_id']}"
+    for title in ("", "   ", "\t\n"):
+        refused = client.patch(url, json={"title": title}, headers=auth("alice"))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "invalid_input"
+        assert refused.json()["extra"][0]["key"] == "title"
+    assert client.patch("/api/alice/conversations/nope", json={"title": ""}, headers=auth("alice")).status_code == 400
+    assert client.get(url, headers=auth("alice")).json()["title"] == "add buy milk"
+
+
+def test_options_lists_every_method_of_the_path(client):
+    """Issue 33: ``OPTIONS`` on a conversation or a task listed only the first method
+    registered there (``DELETE, OPTIONS``)."""
+    for path, methods in [("/api/alice/conversations/x", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks/1", "DELETE, GET, OPTIONS, PATCH"),
+                          ("/api/alice/tasks", "GET, OPTIONS"), ("/api/alice/chat", "OPTIONS, POST")]:
+        response = client.options(path)
+        assert response.status_code == 204 and response.headers["allow"] == methods, path

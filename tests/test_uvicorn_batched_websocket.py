@@ -19,6 +19,7 @@ from websockets.frames import Frame, Opcode
 
 import app.cli
 import app.uvicorn_batched_websocket as batched
+from app.settings import Settings
 from tests.conftest import serving
 from transports.asgi_extensions import SEND_TEXTS
 
@@ -34,7 +35,7 @@ def test_uvicorns_sansio_protocol_is_where_the_subclass_expects_it():
     assert WS_PROTOCOLS["websockets-sansio"] == f"{SANSIO}:WebSocketsSansIOProtocol"
     assert batched.BatchingWebSocketProtocol is not None
     assert issubclass(batched.BatchingWebSocketProtocol, WebSocketsSansIOProtocol)
-    assert app.cli.UVICORN_OPTIONS["ws"] is batched.BatchingWebSocketProtocol
+    assert app.cli.uvicorn_options(Settings())["ws"] is batched.BatchingWebSocketProtocol
     # The overridden methods, with the arguments the overrides pass on.
     assert list(inspect.signature(WebSocketsSansIOProtocol.handle_connect).parameters) == ["self", "event"]
     assert list(inspect.signature(WebSocketsSansIOProtocol.send).parameters) == ["self", "message"]
@@ -131,13 +132,13 @@ def test_without_the_internals_serve_falls_back_to_uvicorns_stock_protocol(monke
         importlib.reload(batched)
         importlib.reload(app.cli)
         assert batched.BatchingWebSocketProtocol is None
-        assert app.cli.UVICORN_OPTIONS["ws"] == "websockets-sansio"
+        assert app.cli.uvicorn_options(Settings())["ws"] == "websockets-sansio"
         assert batched.text_frame(b"ok") == b"\x81\x02ok"
     finally:
         monkeypatch.undo()
         importlib.reload(batched)
         importlib.reload(app.cli)
-    assert app.cli.UVICORN_OPTIONS["ws"] is batched.BatchingWebSocketProtocol is not None
+    assert app.cli.uvicorn_options(Settings())["ws"] is batched.BatchingWebSocketProtocol is not None
 
 
 def test_a_renamed_method_counts_as_gone(monkeypatch):

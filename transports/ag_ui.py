@@ -29,6 +29,7 @@ import msgspec
 from litestar import Controller, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Schema
 from litestar.params import JSONBody
 
 from domain import events
@@ -38,7 +39,8 @@ from domain.limits import MAX_CLIENT_ID_CHARS, check_text
 from domain.runs import RunManager, Subscription, unfinished_tool_result
 from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
-from transports.route_specs import CHAT_ERRORS
+from transports.http_errors import errors
+from transports.route_specs import CHAT_ERRORS, NOT_BLANK, TEXT, event_stream
 from transports.sse import PING, data_frames, following
 
 PROTOCOL_VERSION = "1.0"
@@ -148,7 +150,14 @@ class AGUIAssistantMessage(_Message, tag="assistant"):
 
 
 class AGUIUserMessage(_Message, tag="user"):
-    content: str | list[ContentPart]
+    # What the run reads of it (``newest_user_text``), for the document: text that is not
+    # blank, as a string or in its text parts.
+    content: Annotated[str | list[ContentPart], msgspec.Meta(extra_json_schema={"extra": {"anyOf": [
+        {"type": "string", **NOT_BLANK},
+        {"type": "array",
+         "contains": {"required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string", **NOT_BLANK}}},
+         "items": {"if": {"properties": {"type": {"const": "text"}}}, "then": {"properties": {"text": TEXT}}}},
+    ]}})]
     name: str | None = None
     encrypted_value: str | None = None
 
@@ -187,6 +196,16 @@ class AGUIContext(_In):
 
 
 class AGUIResumeEntry(_In):
+    # ``resolved`` carries the user's decision (``ApprovalAnswer``), for the document.
+    __schema_extra__ = {
+        "schema_if": Schema(required=["status"], properties={"status": Schema(const="resolved")}),
+        "then": Schema(required=["payload"], properties={"payload": Schema(
+            type="object", required=["approve"], additional_properties=False,
+            properties={"approve": Schema(type="boolean"), "reason": Schema(one_of=[
+                Schema(type="string"), Schema(type="null")])},
+        )}),
+    }
+
     interrupt_id: str
     status: Literal["resolved", "cancelled"]
     payload: Any = None
@@ -197,11 +216,14 @@ class RunAgentInput(_In):
     """What ``HttpAgent.runAgent`` posts."""
 
     thread_id: Annotated[str, msgspec.Meta(
-        min_length=1, max_length=MAX_CLIENT_ID_CHARS,
+        min_length=1, max_length=MAX_CLIENT_ID_CHARS, extra_json_schema={"extra": TEXT},
         description="Your id for the conversation (per user): the same id continues it.")]
     run_id: Annotated[NonEmpty, msgspec.Meta(
         description="Your id for this run: posting it again follows the run it started.")]
-    messages: list[Message]
+    messages: Annotated[list[Message], msgspec.Meta(
+        description="The thread's messages; the newest user message is what the run answers.",
+        extra_json_schema={"extra": {"contains": {"required": ["role"], "properties": {"role": {"const": "user"}}}}},
+    )]
     protocol_version: str | None = None
     parent_run_id: str | None = None
     state: Any = None
@@ -461,7 +483,8 @@ async def agui_frames(runs: RunManager, subscription: Subscription, translator: 
 
 AGUI_STREAM_RESPONSE = {
     200: ResponseSpec(
-        data_container=Event, media_type="text/event-stream", generate_examples=False,
+        data_container=event_stream(Event, name="AGUIEventFrame"), media_type="text/event-stream",
+        generate_examples=False,
         description="`data: <AG-UI event JSON>\\n\\n` frames (this schema), from `RUN_STARTED` to one "
         "`RUN_FINISHED` or `RUN_ERROR`, with `: ping` comments while idle.",
     ),
@@ -520,8 +543,7 @@ class AGUIController(Controller):
         "run). Only the newest user message is read. Aborting the request is Stop. A run waiting for tool "
         "approvals finishes with the `interrupt` outcome; the next run's `resume` answers it and streams "
         "the continuation.",
-        responses=AGUI_STREAM_RESPONSE,
-        raises=CHAT_ERRORS,
+        responses={**AGUI_STREAM_RESPONSE, **errors(*CHAT_ERRORS)},
     )
     async def run(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[RunAgentInput],

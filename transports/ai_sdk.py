@@ -29,8 +29,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Schema
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -41,12 +41,13 @@ from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_resul
 from domain.runs.observer import Transport
 from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
-from transports.route_specs import AUTH_ERRORS, CHAT_ERRORS
+from transports.http_errors import errors
+from transports.route_specs import CHAT_ERRORS, FOLLOW_ERRORS, NOT_BLANK, TEXT, event_stream
 from transports.sse import PING, SSE_HEADERS, data_frames, following
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE_FRAME = b"data: [DONE]\n\n"
-ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, extra_json_schema={"extra": TEXT})]
 Trigger = Literal["submit-message", "regenerate-message"]
 
 
@@ -72,7 +73,19 @@ class UIPart(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class UIMessage(msgspec.Struct, frozen=True):
-    id: str
+    # What a send reads of a user message (``start_reply``), for the document: text parts whose
+    # text is not blank together, and no NUL (PostgreSQL cannot store one).
+    __schema_extra__ = {
+        "schema_if": Schema(required=["role"], properties={"role": Schema(const="user")}),
+        "then": Schema(required=["parts"], properties={"parts": Schema(
+            contains=Schema(required=["type", "text"], properties={"type": Schema(const="text"),
+                                                                   "text": Schema(type="string", **NOT_BLANK)}),
+            items=Schema(schema_if=Schema(required=["type"], properties={"type": Schema(const="text")}),
+                         then=Schema(properties={"text": Schema(**TEXT)})),
+        )}),
+    }
+
+    id: Annotated[str, msgspec.Meta(extra_json_schema={"extra": TEXT})]
     role: Literal["system", "user", "assistant"]
     parts: list[UIPart] = []
 
@@ -81,7 +94,10 @@ class UIChatRequest(msgspec.Struct, frozen=True, rename="camel"):
     """``DefaultChatTransport``'s body; fields it adds from ``body`` options are ignored."""
 
     id: ClientId
-    messages: list[UIMessage]
+    messages: Annotated[list[UIMessage], msgspec.Meta(
+        description="The chat's messages; a send answers the newest user message.",
+        extra_json_schema={"extra": {"contains": {"required": ["role"], "properties": {"role": {"const": "user"}}}}},
+    )]
     trigger: Trigger = "submit-message"
     message_id: str | None = None
     on_disconnect: Literal["stop", "continue"] = "stop"
@@ -267,7 +283,8 @@ async def _each(frames: list[bytes]) -> AsyncIterator[bytes]:
 
 UI_STREAM_RESPONSE = {
     200: ResponseSpec(
-        data_container=Chunk, media_type="text/event-stream", generate_examples=False,
+        data_container=event_stream(Chunk, name="UIChunkFrame", done_marker="[DONE]"),
+        media_type="text/event-stream", generate_examples=False,
         description="`data: <UI message chunk JSON>` frames (this schema), then `data: [DONE]`.",
     ),
 }
@@ -369,8 +386,7 @@ class AISDKController(Controller):
         summary="AI SDK: send a message, stream the reply (UI message stream v1)",
         description="What `useChat`'s `DefaultChatTransport` sends. Answers `data: <UI message chunk>` "
         "frames and `data: [DONE]`. Aborting is Stop unless the body says `onDisconnect: continue`.",
-        responses=UI_STREAM_RESPONSE,
-        raises=CHAT_ERRORS,
+        responses={**UI_STREAM_RESPONSE, **errors(*CHAT_ERRORS)},
     )
     async def chat(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[UIChatRequest],
@@ -386,8 +402,7 @@ class AISDKController(Controller):
         "/{chat_id:str}/stream",
         summary="AI SDK: resume the chat's running reply (what `useChat({resume: true})` calls)",
         description="The running reply replayed from its start, then live; 204 when none runs.",
-        responses={**UI_STREAM_RESPONSE, 204: NOTHING_RUNNING},
-        raises=[*AUTH_ERRORS, NotFoundException, ValidationException],
+        responses={**UI_STREAM_RESPONSE, 204: NOTHING_RUNNING, **errors(*FOLLOW_ERRORS)},
     )
     async def resume(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], chat_id: FromPath[str],

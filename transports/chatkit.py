@@ -28,7 +28,6 @@ from typing import Any, NoReturn
 import msgspec
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 from piccolo.engine.base import Engine
@@ -55,6 +54,7 @@ from transports.chatkit_types import (
     AttachmentsDelete,
     Button,
     Card,
+    SERVED_REQUEST,
     ChatKitRequest,
     ContentPartAdded,
     ContentPartDone,
@@ -103,7 +103,8 @@ from transports.chatkit_types import (
     WorkflowTaskUpdated,
 )
 from transports.event_stream import EventStream
-from transports.route_specs import CHAT_ERRORS
+from transports.http_errors import TOKEN_ONLY, errors
+from transports.route_specs import CHAT_ERRORS, event_stream
 from transports.sse import SSE_HEADERS, data_frames
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _raw_type(body: bytes) -> str | None:
 
 
 def _bad_request(message: str, key: str) -> NoReturn:
-    raise ValidationException(message, extra=[{"message": message, "key": key, "source": "body"}])
+    raise InvalidInput(message, field=key)
 
 
 def _unsupported(kind: str, what: str) -> NoReturn:
@@ -641,7 +642,7 @@ class Empty(msgspec.Struct):
     """``{}``: what delete and feedback answer."""
 
 
-_REQUEST_SCHEMA = _inlined(ChatKitRequest)
+_REQUEST_SCHEMA = _inlined(SERVED_REQUEST)
 _JSON_ANSWER_SCHEMA = _inlined(Thread, ThreadPage, ItemPage, Empty)
 
 
@@ -663,7 +664,7 @@ class _ChatKitOperation(Operation):
 
 _STREAM_RESPONSE = {
     200: ResponseSpec(
-        data_container=StreamEvent,
+        data_container=event_stream(StreamEvent, name="ChatKitEventFrame"),
         media_type="text/event-stream",
         generate_examples=False,
         description=(
@@ -690,8 +691,7 @@ class ChatKitController(Controller):
             "approval card's Approve / Reject) answer an event stream (`data: <json>` frames); closing "
             "it stops the reply. The other types answer JSON."
         ),
-        responses=_STREAM_RESPONSE,
-        raises=CHAT_ERRORS,
+        responses={**_STREAM_RESPONSE, **errors(*CHAT_ERRORS, base=TOKEN_ONLY)},
         security=[{"BearerToken": []}],
         operation_class=_ChatKitOperation,
     )

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from transports.route_specs import NOT_BLANK
+
 Order = Literal["asc", "desc"]
 TaskStatus = Literal["none", "loading", "complete"]
 
@@ -117,7 +119,8 @@ class ItemsListParams(_Wire, frozen=True):
 
 class UpdateParams(_Wire, frozen=True):
     thread_id: str
-    title: Annotated[str, msgspec.Meta(max_length=200)]
+    # Not blank (``check_conversation_title``, after the title is stripped): for the document.
+    title: Annotated[str, msgspec.Meta(max_length=200, extra_json_schema=NOT_BLANK)]
 
 
 class FeedbackParams(_Wire, frozen=True):
@@ -218,6 +221,11 @@ JSONRequest = (
     | ThreadsSyncCustomAction | AttachmentsCreate | AttachmentsDelete | InputTranscribe
 )
 ChatKitRequest = StreamingRequest | JSONRequest
+# What the OpenAPI document lists: the types this server serves. The rest are decoded only to
+# be refused by name (400, "... is not supported").
+SERVED_REQUEST = (
+    StreamingRequest | ThreadsGetById | ThreadsList | ItemsList | ThreadsUpdate | ThreadsDelete | ItemsFeedback
+)
 
 
 # -- threads and items ----------------------------------------------------------------

@@ -12,19 +12,20 @@ from typing import Annotated
 
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.exceptions import TooManyRequestsException
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter
 
+from domain.errors import LimitExceeded, ShuttingDown
 from domain.feed import MAX_ID_CHARS, Entry, FeedEvent, FeedReader
 from domain.runs import RunManager
 from transports.event_stream import EventStream
-from transports.route_specs import AUTH_ERRORS
+from transports.http_errors import errors
+from transports.route_specs import event_stream
 from transports.sse import PING, SSE_HEADERS
 
 FEED_RESPONSE = {
     200: ResponseSpec(
-        data_container=FeedEvent,
+        data_container=event_stream(FeedEvent, name="FeedEventFrame"),
         media_type="text/event-stream",
         generate_examples=False,
         description=(
@@ -59,8 +60,7 @@ async def frames(reader: FeedReader) -> AsyncIterator[bytes]:
         "with a `reload` event: reload what you show, then read on."
     ),
     tags=["feed"],
-    responses=FEED_RESPONSE,
-    raises=[*AUTH_ERRORS, TooManyRequestsException],
+    responses={**FEED_RESPONSE, **errors(LimitExceeded, ShuttingDown)},
 )
 async def user_events(
     user: NamedDependency[str],

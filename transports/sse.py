@@ -12,7 +12,6 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -22,15 +21,18 @@ from domain.limits import MAX_SEQ
 from domain.runs import RunManager, Subscription
 from transports.chat_body import ApprovalDecision, ChatRequest
 from transports.event_stream import EventStream
+from transports.http_errors import errors
 from transports.route_specs import (
     APPROVAL_RESPONSE,
-    AUTH_ERRORS,
     CHAT_ERRORS,
+    FOLLOW_ERRORS,
     RESUME_RESPONSE,
     SSE_RESPONSE,
     Waiting,
 )
 
+# Litestar leaves a bound of 0 (falsy) out of the document: stated again for it.
+AT_LEAST_0 = {"minimum": 0}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 PING = b": ping\n\n"
 
@@ -85,8 +87,7 @@ class SSEController(Controller):
         "`on_disconnect` is `continue`: then the run finishes and can be resumed.",
         # No media_type here: Litestar gives error responses the handler's media type, so a 4xx
         # JSON body went out as text/event-stream. The stream and SSE_RESPONSE carry the type.
-        responses=SSE_RESPONSE,
-        raises=CHAT_ERRORS,
+        responses={**SSE_RESPONSE, **errors(*CHAT_ERRORS)},
     )
     async def chat_stream(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
@@ -107,8 +108,7 @@ class SSEController(Controller):
         "Each is decided once (409 `already_decided` after). The last decision starts the continuation, "
         "a new run in the same conversation, streamed here like `/chat/stream`; before that, 202 with "
         "the calls still waiting. A new message in the conversation rejects the calls still waiting.",
-        responses=APPROVAL_RESPONSE,
-        raises=CHAT_ERRORS,
+        responses={**APPROVAL_RESPONSE, **errors(*CHAT_ERRORS)},
     )
     async def decide(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], run_id: FromPath[str],
@@ -125,8 +125,7 @@ class SSEController(Controller):
         summary="Resume a run's event stream (SSE with id: lines)",
         description="Replays the events after `Last-Event-ID` (or `?after=`), then follows the run live "
         "until `done`. Works for running and finished runs.",
-        responses=RESUME_RESPONSE,
-        raises=[*AUTH_ERRORS, NotFoundException],
+        responses={**RESUME_RESPONSE, **errors(*FOLLOW_ERRORS)},
     )
     async def run_events(
         self,
@@ -134,9 +133,9 @@ class SSEController(Controller):
         runs: NamedDependency[RunManager],
         run_id: FromPath[str],
         last_event_id: Annotated[
-            int | None, HeaderParameter(name="Last-Event-ID", required=False, ge=0, le=MAX_SEQ)
+            int | None, HeaderParameter(name="Last-Event-ID", required=False, ge=0, le=MAX_SEQ, schema_extra=AT_LEAST_0)
         ] = None,
-        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_SEQ)] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_SEQ, schema_extra=AT_LEAST_0)] = None,
     ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
         subscription = await runs.follow(user, run_id, start)

@@ -22,7 +22,9 @@ from piccolo.engine.base import Engine
 from domain import conversations, events, feed, tasks
 from domain.approvals import Decision, check_decision
 from domain.conversations import parse_id
-from domain.errors import AlreadyStarted, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown
+from domain.errors import (
+    AlreadyStarted, DatabaseUnavailable, LimitExceeded, NotFound, RunActive, RunFinished, ShuttingDown,
+)
 from domain.limits import MAX_CLIENT_ID_CHARS, Limits, check_text
 from domain.notices import Broker, BrokerUnavailable, Notices
 from domain.runs.execution import ActiveRun, RunReply, Transcript
@@ -76,6 +78,7 @@ class RunManager:
         self._subscriptions: dict[Subscription, str] = {}  # open ones, and whose
         self._followers: dict[str, int] = {}  # user -> open subscriptions
         self._closed: asyncio.Future[None] | None = None
+        self._admitting = 0  # starts and decisions the database is still admitting
         self.feed = feed.Feed(max_readers_per_user=limits.followers_per_user)
         self.notices = Notices(broker, self.feed)
         self.feed.relay = self.notices.tell
@@ -106,17 +109,23 @@ class RunManager:
 
     async def _close(self) -> None:
         self.feed.close()
-        runs = list(self._active.values())
-        for run in runs:
-            run.stop("interrupted")
-        if runs:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settings.shutdown_grace_s
-            # A run's task ends once its outcome is stored; its readers end once they sent its
-            # done: only then may the server close their connections.
-            await asyncio.wait([run.task for run in runs], timeout=self.settings.shutdown_grace_s)
-            while any(s.local for s in self._subscriptions) and loop.time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+        # A run's task ends once its outcome is stored; its readers end once they sent its
+        # done: only then may the server close their connections. A start the database was
+        # still admitting when closing began launches its run stopped (``_launch``): it is
+        # waited for too, or it would stay ``running`` in the database.
+        while loop.time() < deadline:
+            for run in list(self._active.values()):
+                run.stop("interrupted")
+            if running := [run.task for run in self._active.values() if not run.task.done()]:
+                await asyncio.wait(running, timeout=deadline - loop.time())
+            elif self._admitting:
                 await asyncio.sleep(0.01)
+            else:
+                break
+        while any(s.local for s in self._subscriptions) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -153,6 +162,7 @@ class RunManager:
             user_id, message, conversation_id, self.limits, self.agent.name, again=again,
             client_message_id=client_message_id, client_conversation_id=client_conversation_id,
         ))
+        self._admitting += 1
         try:
             new = await asyncio.shield(begin)
         except AlreadySent as sent:
@@ -162,12 +172,18 @@ class RunManager:
         except asyncio.CancelledError:
             # The caller left mid-request (a client hung up): that is Stop. Once the run is
             # written, launch it stopped, so it still ends with done and leaves no "running" row.
+            self._admitting += 1
+
             def launch_stopped(done: asyncio.Future[NewRun]) -> None:
+                self._admitting -= 1
                 if not done.cancelled() and done.exception() is None:
                     self._launch(done.result(), user_id, transport=transport, asked_at=asked_at).stop("cancelled")
 
             begin.add_done_callback(launch_stopped)
             raise
+        finally:
+            self._admitting -= 1
+        # No await from here to the launch: closing cannot slip in between.
         return self._launch(new, user_id, message if new.created_conversation else None, transport, asked_at)
 
     def _launch(self, new: NewRun, user_id: str, first_message: str | None = None, transport: Transport = "other",
@@ -180,6 +196,8 @@ class RunManager:
         # A conversation created by this start holds just that message: no need to read it back.
         history = None if first_message is None else [{"role": "user", "content": first_message}]
         run.launch(self._execute(run, history, resume), name=f"run-{run.id}")
+        if self._closed is not None:  # admitted while the server began to close
+            run.stop("interrupted")
         return run
 
     async def decide(self, user_id: str, run_id: str, decision: Decision,
@@ -190,7 +208,11 @@ class RunManager:
         self._check_followers(user_id)
         if self._closed is not None:
             raise ShuttingDown("The server is shutting down; try again in a moment.")
-        decided = await self.store.decide(user_id, run_id, decision, self.limits, self.agent.name)
+        self._admitting += 1
+        try:
+            decided = await self.store.decide(user_id, run_id, decision, self.limits, self.agent.name)
+        finally:
+            self._admitting -= 1
         if decided.continuation is None:
             return decided.waiting_for
         return self._launch(decided.continuation.new, user_id, transport=transport, resume=decided.continuation)
@@ -344,26 +366,30 @@ class RunManager:
             first, unsaved = run.take_unsaved()
             last = [*unsaved, done]
             await self._until_stored(f"the outcome of run {run.id}",
-                                     lambda: self.store.finish_run(outcome, (run.id, first, last)))
+                                     lambda retry: self.store.finish_run(outcome, (run.id, first, last)))
         self._active.pop(run.id, None)
         run.close(last)
         self.notices.committed(run.id, first + len(last) - 1)
         self.feed.tell(run.user_id, feed.RunEnded(run_id=run.id, conversation_id=run.conversation_id,
                                                   status=outcome.status))
 
-    async def _until_stored(self, what: str, save: Callable[[], Awaitable[None]]) -> None:
-        """Retried with backoff until it lands: what is not stored is never shown."""
-        pause = 0.05
+    async def _until_stored(self, what: str, save: Callable[[bool], Awaitable[None]]) -> None:
+        """Retried with backoff until it lands: what is not stored is never shown. A database
+        that refuses, resets or stops answering (each wait has its deadline) is one that is
+        away; ``save`` learns whether it is a retry, as an attempt may have landed unseen."""
+        pause, retry = 0.05, False
         while True:
             try:
                 began = time.perf_counter()
-                await save()
+                await save(retry)
                 self.observer.committed(time.perf_counter() - began)
                 return
+            except DatabaseUnavailable:
+                logger.warning("could not store %s: the database is unavailable; retrying in %.2f s", what, pause)
             except Exception:
                 logger.exception("could not store %s; retrying in %.2f s", what, pause)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            pause, retry = min(pause * 2, 2.0), True
 
     # -- background loops -------------------------------------------------------------------
 
@@ -397,6 +423,8 @@ class RunManager:
             try:
                 await self.store.renew_leases(list(self._active))
                 await self._sweep()
+            except DatabaseUnavailable:
+                logger.warning("could not renew run leases: the database is unavailable")
             except Exception:
                 logger.exception("could not renew run leases")
 
@@ -455,7 +483,7 @@ class RunManager:
                 if not batches:
                     continue
                 await self._until_stored(f"the events of {len(batches)} run(s)",
-                                         lambda: self.store.save_events(batches))
+                                         lambda retry: self.store.save_events(batches, retry=retry))
                 for run, first, unsaved in taken:
                     if unsaved:
                         run.log.extend(unsaved)

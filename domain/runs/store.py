@@ -116,11 +116,14 @@ class RunStore(Protocol):
         started a run before. A new conversation may be known by the client's own id too
         (``client_conversation_id``)."""
 
-    async def save_events(self, batches: Sequence[EventBatch]) -> None:
-        """Append events of several runs, in one transaction."""
+    async def save_events(self, batches: Sequence[EventBatch], *, retry: bool = False) -> None:
+        """Append events of several runs, in one transaction. ``retry``: the same batches again
+        after a failure, when the first attempt may have landed after all (its COMMIT's answer
+        never came): then nothing is written twice."""
 
     async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
-        """The outcome, its messages and the events not saved yet, atomically."""
+        """The outcome, its messages and the events not saved yet, atomically; nothing when the
+        run has ended already (an earlier attempt landed, or another instance closed it)."""
 
     async def decide(self, user_id: str, run_id: str, decision: Decision, limits: Limits, agent: str) -> Decided:
         """Record the user's decision on a call of their ``awaiting_approval`` run; the last
@@ -211,6 +214,8 @@ _DROP_AFTER = f"DELETE FROM {MESSAGE_TABLE} WHERE conversation = $1 AND created_
 _ANSWER_WITH = f"UPDATE {MESSAGE_TABLE} SET run_id = $1 WHERE id = $2"
 _EDIT_MESSAGE = f"UPDATE {MESSAGE_TABLE} SET content = $1 WHERE id = $2"
 _INSERT_EVENT = f"INSERT INTO {RUN_EVENT_TABLE} (run, seq, payload) VALUES ($1, $2, $3)"
+_EVENT_STORED = f"SELECT 1 FROM {RUN_EVENT_TABLE} WHERE run = $1 AND seq = $2"
+_FINISHED_AT = f"SELECT finished_at FROM {RUN_TABLE} WHERE id = $1"
 _FINISH_RUN = (
     f"UPDATE {RUN_TABLE} SET status = $1, input_tokens = $2, output_tokens = $3, error_code = $4, "
     "finished_at = $5 WHERE id = $6"
@@ -462,10 +467,13 @@ class SQLRunStore:
         msgspec's JSON never holds a raw newline, so a newline separates them."""
         return self._run_key(run_id), first_seq, b"\n".join(payloads).decode()
 
-    async def save_events(self, batches: Sequence[EventBatch]) -> None:
+    async def save_events(self, batches: Sequence[EventBatch], *, retry: bool = False) -> None:
         rows = [self._event_row(*batch) for batch in batches if batch[2]]
         if rows:
             async with self._transaction() as connection:
+                # The rows of one attempt went in together or not at all: the first one tells.
+                if retry and await self._fetch_row(connection, _EVENT_STORED, rows[0][0], rows[0][1]):
+                    return
                 await self._executemany(connection, _INSERT_EVENT, rows)
 
     async def finish_run(self, run: FinishedRun, unsaved: EventBatch) -> None:
@@ -484,6 +492,12 @@ class SQLRunStore:
         if run.status == "cancelled":
             messages.append(message(uuid.uuid4(), "hidden", HIDDEN_STOPPED_NOTE, finished + timedelta(microseconds=1)))
         async with self._transaction() as connection:
+            # Ended already: by an earlier attempt whose COMMIT's answer never came (a database
+            # gone silent), or by another instance that took this one for dead. Writing it again
+            # would fail on the reply's message id at every retry, and count the usage twice.
+            ended = await self._fetch_row(connection, _FINISHED_AT + self.FOR_UPDATE, uuid.UUID(run.run_id))
+            if ended is not None and ended[0] is not None:
+                return
             if messages:
                 await self._executemany(connection, _INSERT_MESSAGE, messages)
             if unsaved[2]:
