@@ -9,6 +9,7 @@ each rating is counted by the ``RunObserver`` (a Prometheus counter by rating).
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from domain.conversations import get_conversation, parse_id
-from domain.errors import InvalidInput, NotFound
+from domain.errors import ChatError, InvalidInput, NotFound
 from domain.limits import check_text
 from domain.runs.observer import RunObserver
 from domain.tables import Feedback, Message
@@ -37,7 +38,9 @@ class CommentTooLong(InvalidInput):
     code = "comment_too_long"
 
 
-class NotAReply(InvalidInput):
+class NotAReply(ChatError):
+    """The message exists but is the user's own (or a tool's): only replies take feedback."""
+
     code = "not_a_reply"
 
 
@@ -171,21 +174,20 @@ async def _rows(where: Any, limit: int | None = None) -> list[tuple[int, Feedbac
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_LATEST = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 MAX_ROW_ID = 2**31 - 1  # feedback.id is a 32-bit serial on PostgreSQL
+# What a cursor looks like: every one of this form is answered (beyond the last rating, with
+# nothing), any other refused, so the document and the server agree.
+CURSOR_PATTERN = r"^([0-9]{1,18}\.[0-9]{1,10})?$"  # empty: from the start
 
 
 def _cursor_after(row_id: int, view: FeedbackView) -> str:
-    """Opaque to clients: the last item's rating time (µs) and id."""
+    """Opaque to clients: the last item's rating time (µs since 1970) and id."""
     return f"{(view.updated_at - _EPOCH) // _MICROSECOND}.{row_id}"
 
 
 def _read_cursor(cursor: str) -> tuple[datetime, int]:
-    at, _, row_id = cursor.partition(".")
-    if not (at.isascii() and at.isdigit() and row_id.isascii() and row_id.isdigit()) or len(cursor) > 40:
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise InvalidCursor("The cursor is not one this list answered.")
-    try:
-        if int(row_id) > MAX_ROW_ID:
-            raise OverflowError
-        return _EPOCH + int(at) * _MICROSECOND, int(row_id)
-    except OverflowError:
-        raise InvalidCursor("The cursor is not one this list answered.") from None
+    at, row_id = cursor.split(".")
+    return _EPOCH + min(int(at), _LATEST) * _MICROSECOND, min(int(row_id), MAX_ROW_ID)

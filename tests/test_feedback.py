@@ -93,7 +93,7 @@ def test_bad_ratings_other_messages_and_other_users_are_refused_and_change_nothi
     before = export(http)
 
     for message_id, body, user, status, code in [
-        (users_message["id"], {"rating": "up"}, "alice", 400, "not_a_reply"),
+        (users_message["id"], {"rating": "up"}, "alice", 409, "not_a_reply"),
         (reply["id"], {"rating": "up"}, "bob", 404, "not_found"),  # bob rating alice's reply as himself
         ("3f1c1a52-0000-4000-8000-000000000000", {"rating": "up"}, "alice", 404, "not_found"),
         ("not-an-id", {"rating": "up"}, "alice", 404, "not_found"),

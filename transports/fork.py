@@ -8,14 +8,14 @@ from typing import Annotated
 import msgspec
 from litestar import post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, JSONBody
 from piccolo.engine.base import Engine
 
 from domain import fork
+from domain.errors import NotFound
 from domain.fork import ForkedConversation
 from domain.runs import RunManager
-from transports.route_specs import AUTH_ERRORS
+from transports.http_errors import errors
 
 
 class ForkRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -30,9 +30,9 @@ class ForkRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
           "Copies the conversation's messages (tool calls and what the model was told included), up to "
           "and including `message_id`, into a new conversation titled like it with ` (fork)`, and answers "
           "it; the original is unchanged, and sending a message to the new one goes on from there. 404 "
-          "for another user's conversation, or a message that is not one of it."
+          "for another user's conversation, or a message that is not one of it. The body is optional."
       ),
-      raises=[*AUTH_ERRORS, ValidationException, NotFoundException])
+      responses=errors(NotFound, "too_large"))
 async def fork_conversation(
     user: NamedDependency[str], db: NamedDependency[Engine], runs: NamedDependency[RunManager],
     conversation_id: FromPath[str], data: JSONBody[ForkRequest | None] = None,

@@ -6,13 +6,12 @@ from typing import Annotated
 
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 from piccolo.engine.base import Engine
 
 from domain import search as searching
-from domain.search import MAX_PAGE, MAX_QUERY_CHARS, MAX_WORDS, RANKED, SearchPage
-from transports.route_specs import AUTH_ERRORS
+from domain.search import MAX_PAGE, MAX_QUERY_CHARS, MAX_WORDS, RANKED, InvalidCursor, QueryTooLong, SearchPage
+from transports.http_errors import errors
 
 
 @get("/search", summary="Search the user's conversations: titles and messages, best match first",
@@ -26,12 +25,18 @@ from transports.route_specs import AUTH_ERRORS
          f"`snippet_parts` mark the matched words. When more than {RANKED} messages match, the newest "
          f"{RANKED} are ranked. Pages: pass `next_cursor` back as `cursor` (400 `invalid_cursor` for another)."
      ),
-     raises=[*AUTH_ERRORS, ValidationException])
+     responses=errors(QueryTooLong, InvalidCursor))
 async def search_conversations(
     user: NamedDependency[str],
     db: NamedDependency[Engine],
-    q: Annotated[str, QueryParameter(description="What to look for.")] = "",
-    limit: Annotated[int | None, QueryParameter(description=f"Results per page, 1 to {MAX_PAGE} (20).")] = None,
-    cursor: Annotated[str | None, QueryParameter(description="The `next_cursor` of the page before.")] = None,
+    # The bounds are the domain's (coded errors), stated here for the document only.
+    q: Annotated[str, QueryParameter(description="What to look for.",
+                                     schema_extra={"maxLength": MAX_QUERY_CHARS})] = "",
+    limit: Annotated[int | None, QueryParameter(
+        description=f"Results per page: 20, or this many between 1 and {MAX_PAGE} (a number outside is brought "
+        "inside)."
+    )] = None,
+    cursor: Annotated[str | None, QueryParameter(description="The `next_cursor` of the page before.",
+                                                 schema_extra={"pattern": "^[0-9]{0,9}$"})] = None,
 ) -> SearchPage:
     return await searching.search(db, user, q, limit, cursor)
