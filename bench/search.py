@@ -201,7 +201,7 @@ def bench(url: str, args: argparse.Namespace) -> dict:
 
 def print_report(engine: str, report: dict) -> None:
     print(f"\n{engine}: search latency (ms), {report['all']['n']} queries, first page of 20")
-    print(f"| kind | p50 | p95 | max | results on page 1 |\n|---|---:|---:|---:|---:|")
+    print("| kind | p50 | p95 | max | results on page 1 |\n|---|---:|---:|---:|---:|")
     for kind in (*KINDS, "all"):
         row = report[kind]
         results = f"{row['results']:.1f}" if "results" in row else ""

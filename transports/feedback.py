@@ -13,8 +13,8 @@ from piccolo.engine.base import Engine
 from domain import feedback
 from domain.errors import NotFound
 from domain.feedback import (
-    MAX_COMMENT_CHARS,
     CURSOR_PATTERN,
+    MAX_COMMENT_CHARS,
     MAX_PAGE,
     CommentTooLong,
     FeedbackPage,
