@@ -55,6 +55,8 @@ from transports.ai_sdk import AISDKController
 from transports.ai_sdk_ws import ai_sdk_socket
 from transports.chatkit import ChatKitController
 from transports.feed import user_events
+from transports.feedback import list_feedback, rate_reply
+from transports.fork import fork_conversation
 from transports.mcp import ToolEndpoint, mcp_route
 from transports.rest import (
     ChatController,
@@ -64,6 +66,7 @@ from transports.rest import (
     health,
 )
 from transports.route_specs import OPENAPI_PLUGINS
+from transports.search import search_conversations
 from transports.sse import SSEController
 from transports.websocket import chat_socket
 
@@ -204,7 +207,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/{user_id:str}",
         route_handlers=[
             SSEController, ChatController, ConversationController, TaskController, AISDKController, AGUIController,
-            chat_socket, ai_sdk_socket, user_events, get_usage,
+            chat_socket, ai_sdk_socket, user_events, get_usage, search_conversations, fork_conversation, rate_reply,
+            list_feedback,
         ],
         dependencies={"user": Provide(provide_user)},
         security=[{"BearerToken": []}],

@@ -92,6 +92,8 @@ class ChatMetrics(RunObserver):
         self.broker_publish_failures = Counter(
             "chat_broker_publish_failures", "Cancels and notices the broker could not take (away or too slow)",
             registry=registry)
+        self.feedback = Counter("chat_feedback", "Replies rated by their users, by rating (up, down)", ["rating"],
+                                registry=registry)
         # Counted in plain ints per batch and added to the counter at most once a second (and at
         # each scrape): a prometheus_client increment takes a lock, 1-3 µs.
         self._unflushed: dict[str, int] = {}
@@ -130,6 +132,9 @@ class ChatMetrics(RunObserver):
 
     def streamed(self, transport: Transport, events: int) -> None:
         self._unflushed[transport] = self._unflushed.get(transport, 0) + events
+
+    def feedback_given(self, rating: str) -> None:
+        self.feedback.labels(rating).inc()
 
     # -- app.broker.BrokerObserver -----------------------------------------------------------
 

@@ -157,10 +157,9 @@ def history_items(messages: list[MessageView]) -> list[dict[str, Any]]:
     return items
 
 
-# -- Paged reading, feedback and retry (the ChatKit transport's threads and items) -------
+# -- Paged reading and retry (the ChatKit transport's threads and items) ----------------
 
 PageOrder = Literal["asc", "desc"]
-Feedback = Literal["positive", "negative"]
 
 
 class ConversationPage(msgspec.Struct, frozen=True):
@@ -240,22 +239,6 @@ async def page_messages(
     rows = await query
     return MessagePage([message_view(row) for row in rows[:limit]], has_more=len(rows) > limit,
                        after_at=cursor["created_at"] if after is not None else None)
-
-
-async def set_feedback(
-    db: Engine, user_id: str, conversation_id: str, message_ids: list[str], feedback: Feedback
-) -> bool:
-    """Record the user's rating on messages of their conversation; False: no such conversation.
-    Ids that name no message of it are ignored."""
-    if await get_conversation(user_id, conversation_id) is None:
-        return False
-    keys = [key for key in map(parse_id, message_ids) if key is not None]
-    if keys:
-        async with db.transaction():
-            await Message.update({Message.feedback: feedback}).where(
-                Message.conversation == uuid.UUID(conversation_id), Message.id.is_in(keys)
-            )
-    return True
 
 
 async def last_user_message_id(conversation_id: str) -> str | None:

@@ -13,6 +13,8 @@ long; the fsyncs happen in checkpoints, which run on a worker thread.
   SQLite's busy handler (which sleeps up to 100 ms a try and lets newcomers overtake).
 - Queries outside a transaction use the reader connection, which in WAL mode sees the last
   commit and never an open transaction.
+- A long read (a search ranking thousands of matches: tens of milliseconds) goes to a worker
+  thread on a connection of its own (``read_off_loop``), so it never holds up the replies.
 - Another process holding the write lock (a second worker, ``chat-server migrate``) makes
   SQLite answer "busy" at once; that wait happens here, asleep, not inside SQLite.
 """
@@ -100,14 +102,18 @@ class InlineSQLiteEngine(SQLiteEngine):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
+        self._slow_reader: sqlite3.Connection | None = None
         self._checkpoint: asyncio.Future[Any] | None = None
         self._commits = 0
         # asyncio locks belong to one event loop (tests run apps on several).
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._slow_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, timeout: float = 0) -> sqlite3.Connection:
         # timeout=0: a busy database answers at once and when_not_busy waits asleep.
-        connection = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0, "check_same_thread": False})
+        connection = sqlite3.connect(**{**self.connection_kwargs, "timeout": timeout, "check_same_thread": False})
         connection.row_factory = dict_factory
         connection.execute("PRAGMA foreign_keys = 1")
         connection.execute("PRAGMA synchronous = NORMAL")  # with WAL: no fsync per commit
@@ -142,6 +148,17 @@ class InlineSQLiteEngine(SQLiteEngine):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
 
+    async def read_off_loop(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        """A read that may take long, on a worker thread and a connection of its own (one at a
+        time: a second waits here, asleep); it sees the last commit, as the reader does. On
+        its thread, waiting out another process's lock in SQLite's busy handler costs nothing."""
+        lock = self._slow_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if self._slow_reader is None:
+                self._slow_reader = self._connect(timeout=self.busy_timeout_s)
+            reader = self._slow_reader
+            return await asyncio.to_thread(lambda: reader.execute(query, args).fetchall())
+
     def committed(self) -> None:
         """Every so many commits, copy the WAL into the database file, on a worker thread
         (that is where the fsyncs happen); the committer does not wait for it."""
@@ -158,10 +175,10 @@ class InlineSQLiteEngine(SQLiteEngine):
     async def close(self) -> None:
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
-        for connection in (self._writer, self._reader, self._checkpointer):
+        for connection in (self._writer, self._reader, self._checkpointer, self._slow_reader):
             if connection is not None:
                 connection.close()
-        self._writer = self._reader = self._checkpointer = self._checkpoint = None
+        self._writer = self._reader = self._checkpointer = self._checkpoint = self._slow_reader = None
 
     def transaction(
         self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True

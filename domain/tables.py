@@ -26,6 +26,7 @@ RUN_TABLE = "run"
 RUN_EVENT_TABLE = "run_event"
 APPROVAL_TABLE = "approval"
 USAGE_TABLE = "daily_usage"
+FEEDBACK_TABLE = "feedback"
 
 
 # A column that leads a composite index (migration 2026-11-25T11) has no index of its own: the
@@ -56,6 +57,8 @@ class Message(Table, tablename=MESSAGE_TABLE):
     content = Text(default="")
     tool = JSON(null=True, default=None)
     status = Varchar(length=16, default="completed")
+    # The user's rating ("up" | "down"), shown with the message; the ``feedback`` table holds
+    # it with its comment and times, and both are written together (domain/feedback.py).
     feedback = Varchar(length=16, null=True, default=None)
     # Explicit, strictly increasing within a conversation: the order the model saw things in.
     created_at = Timestamptz()
@@ -133,4 +136,17 @@ class DailyUsage(Table, tablename=USAGE_TABLE):
     runs = Integer(default=0)
 
 
-TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent, Approval, DailyUsage)
+class Feedback(Table, tablename=FEEDBACK_TABLE):
+    """A user's rating of an assistant message (one per message, unique ``message``), kept
+    for the operators' export (``GET /feedback``); it goes with the message."""
+
+    id = Serial(primary_key=True)
+    message = ForeignKey(Message, null=False, on_delete=OnDelete.cascade)
+    user_id = Varchar(length=128)  # leads the (user_id, updated_at) index the export reads
+    rating = Varchar(length=8)  # up | down
+    comment = Text(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+TABLES: tuple[type[Table], ...] = (Conversation, Message, Task, Run, RunEvent, Approval, DailyUsage, Feedback)

@@ -524,11 +524,12 @@ def test_feedback_is_stored_on_the_rated_items(client, settings):
     thread_id, reply = events[0]["thread"]["id"], items_of(events)[-1]
     response = chatkit(client, request("items.feedback", thread_id=thread_id, item_ids=[reply["id"]], kind="positive"))
     assert response.status_code == 200 and response.json() == {}
+    # Stored as the plain API's rating (tests/test_feedback.py has the rest).
     assert [(m[1], m[4]) for m in messages_of(settings, thread_id)] == [
-        ("user", None), ("tool", None), ("assistant", "positive")
+        ("user", None), ("tool", None), ("assistant", "up")
     ]
     chatkit(client, request("items.feedback", thread_id=thread_id, item_ids=[reply["id"], "wf_x"], kind="negative"))
-    assert messages_of(settings, thread_id)[-1][4] == "negative"
+    assert messages_of(settings, thread_id)[-1][4] == "down"
     assert chatkit(client, request("items.feedback", thread_id=thread_id, item_ids=[reply["id"]],
                                    kind="positive"), user="bob").status_code == 404
     assert chatkit(client, request("items.feedback", thread_id=thread_id, item_ids=[], kind="meh")).status_code == 400

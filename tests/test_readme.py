@@ -48,7 +48,7 @@ def run_snippet(language: str, code: str, server) -> str:
 
 
 def test_the_readme_has_runnable_snippets_for_every_transport():
-    assert len(SNIPPETS) == 13
+    assert len(SNIPPETS) == 14
 
 
 def test_curl_sse_snippet(server):
@@ -171,7 +171,7 @@ def test_approval_python_snippet_approves(server):
 
 
 def test_usage_curl_snippet(server):
-    usage = msgspec.json.decode(run_snippet(*SNIPPETS[12], server))
+    usage = msgspec.json.decode(run_snippet(*SNIPPETS[13], server))
     assert set(usage) == {"from", "to", "input_tokens", "output_tokens", "days", "tokens_per_day", "tokens_left_today"}
     assert usage["from"] == usage["to"] and len(usage["days"]) == 1
 
@@ -203,3 +203,10 @@ def test_mcp_client_configuration_reaches_the_server(server):
             return [tool.name for tool in (await session.list_tools()).tools]
 
     assert "add_task" in asyncio.run(tools())
+
+
+def test_search_fork_and_feedback_snippet(server):
+    found, forked, rated = run_snippet(*SNIPPETS[12], server).splitlines()
+    assert "book a table at the [Café] [Zoë]" in found  # the matched words marked
+    assert forked.startswith("add book a table at the Café Zoë (fork) ") and forked.endswith(" 3")
+    assert rated == "[('up', 'quick')]"

@@ -32,7 +32,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
 from piccolo.engine.base import Engine
 
-from domain import conversations, events
+from domain import conversations, events, feedback
 from domain.approvals import SUPERSEDED, Decision, describe
 from domain.conversations import (
     ApprovalView,
@@ -592,7 +592,8 @@ async def answer(request: ChatKitRequest, user: str, db: Engine, runs: RunManage
                 raise NotFound("No such thread.")
             return b"{}"
         case ItemsFeedback(params=params):
-            if not await conversations.set_feedback(db, user, params.thread_id, params.item_ids, params.kind):
+            rating = "up" if params.kind == "positive" else "down"
+            if not await feedback.rate_items(db, user, params.thread_id, params.item_ids, rating, runs.observer):
                 raise NotFound("No such thread.")
             return b"{}"
         case AttachmentsCreate() | AttachmentsDelete():

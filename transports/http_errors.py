@@ -24,6 +24,11 @@ class Kind(NamedTuple):
 
 TABLE: dict[str, Kind] = {
     "invalid_input": Kind(400, "the request is malformed or breaks a rule; `extra` lists the fields at fault"),
+    # 400s that say what is wrong (search, feedback), so a client can tell them apart.
+    "query_too_long": Kind(400, "the search query is longer than 1,000 characters"),
+    "invalid_cursor": Kind(400, "the cursor is not one this list answered"),
+    "invalid_rating": Kind(400, "a rating is `up` or `down`"),
+    "comment_too_long": Kind(400, "the feedback comment is longer than 2,000 characters"),
     "unauthorized": Kind(401, "no bearer token, or one that is not valid (expired, forged, without `exp`)"),
     "forbidden": Kind(403, "the token belongs to another user than the path's"),
     "not_found": Kind(404, "no such resource for this user"),
@@ -32,6 +37,7 @@ TABLE: dict[str, Kind] = {
     "run_finished": Kind(409, "the run has ended already"),
     "already_decided": Kind(409, "the tool call's approval was decided already"),
     "already_started": Kind(409, "the message was sent already"),
+    "not_a_reply": Kind(409, "the message is not one of the assistant's replies: only those take feedback"),
     "too_large": Kind(413, "the request body is larger than `MAX_BODY_BYTES`"),
     "limit_exceeded": Kind(429, "a per-user limit is reached; `Retry-After` says when to try again"),
     "quota_exceeded": Kind(429, "the day's tokens are spent; `Retry-After` is the seconds to midnight UTC"),

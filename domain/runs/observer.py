@@ -41,5 +41,8 @@ class RunObserver:
     def streamed(self, transport: Transport, events: int) -> None:
         """A transport sent ``events`` chat events to a client."""
 
+    def feedback_given(self, rating: str) -> None:
+        """A user rated a reply ``up`` or ``down`` (rating it again counts again)."""
+
 
 NO_OBSERVER = RunObserver()
