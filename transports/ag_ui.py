@@ -36,7 +36,7 @@ from domain import events
 from domain.approvals import Decision, run_call_id, split_run_call_id
 from domain.errors import InvalidInput, NotFound
 from domain.limits import MAX_CLIENT_ID_CHARS, check_text
-from domain.runs import RunManager, continue_or_follow, start_or_follow, unfinished_tool_result
+from domain.runs import RunManager, continue_or_follow, cut_short_message, start_or_follow, unfinished_tool_result
 from transports.event_stream import EventStream
 from transports.http_errors import errors
 from transports.reply_stream import Translated, following
@@ -329,7 +329,6 @@ class AGUIRunError(_Event, tag="RUN_ERROR"):
 Event = (AGUIRunStarted | AGUITextMessageStart | AGUITextMessageContent | AGUITextMessageEnd | AGUIToolCallStart
          | AGUIToolCallArgs | AGUIToolCallEnd | AGUIToolCallResult | AGUIRunFinished | AGUIRunError)
 _encode = msgspec.json.Encoder().encode
-INTERRUPTED = "The server restarted; the reply was cut short."
 TOOL_APPROVAL = "tool_approval"
 
 
@@ -430,9 +429,9 @@ class EventTranslator:
         if status == "awaiting_approval":
             return self.interrupted(self._interrupts, used)
         if status == "interrupted":
-            return AGUIRunError(message=INTERRUPTED, code="interrupted", usage=used)
+            return AGUIRunError(message=cut_short_message(status) or "", code="interrupted", usage=used)
         error = self._error
-        return AGUIRunError(message=error.message if error else "The reply failed.",
+        return AGUIRunError(message=error.message if error else cut_short_message(status) or "",
                             code=error.code if error else "failed", usage=used)
 
     def interrupted(self, interrupts: list[AGUIInterrupt], usage: list[AGUITokenUsage] | None = None) -> Event:

@@ -42,6 +42,7 @@ from domain.runs import (
     RunManager,
     Subscription,
     continue_or_follow,
+    cut_short_message,
     running_reply,
     start_or_follow,
     unfinished_tool_result,
@@ -235,7 +236,7 @@ class ChunkTranslator:
                 if status == "cancelled":
                     return [*out, UIAbort(reason="stopped")]
                 if status == "interrupted":
-                    out.append(UIError(error_text="The server restarted; the reply was cut short."))
+                    out.append(UIError(error_text=cut_short_message(status) or ""))
                 metadata = None if usage is None else {
                     "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
                 }

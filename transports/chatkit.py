@@ -45,7 +45,7 @@ from domain.conversations import (
 from domain.errors import ChatError, InvalidInput, NotFound
 from domain.events import DoneStatus
 from domain.limits import Limits
-from domain.runs import ActiveRun, RunManager, unfinished_tool_result
+from domain.runs import ActiveRun, RunManager, cut_short_message, unfinished_tool_result
 from transports.chatkit_types import (
     ActionConfig,
     ActiveStatus,
@@ -393,11 +393,8 @@ class ReplyTranslator:
             out.append(ThreadItemDone(item=AssistantMessageItem(
                 id=self.assistant_id, thread_id=self.thread_id, created_at=self._assistant_at, content=[final],
             )))
-        if status == "failed":
-            out.append(ErrorEvent(code="custom", message="The reply failed.", allow_retry=True))
-        elif status == "interrupted":
-            out.append(ErrorEvent(code="custom", message="The server is restarting; the reply was cut short.",
-                                  allow_retry=True))
+        if (words := cut_short_message(status)) is not None:
+            out.append(ErrorEvent(code="custom", message=words, allow_retry=True))
         self.ended = True
         return out
 

@@ -10,7 +10,7 @@
 - ``failures``: why a run failed, as a code.
 """
 
-from domain.runs.execution import ActiveRun, RunReply, ToolCallView, unfinished_tool_result
+from domain.runs.execution import ActiveRun, RunReply, ToolCallView, cut_short_message, unfinished_tool_result
 from domain.runs.manager import RunManager, RunSettings
 from domain.runs.observer import RunObserver
 from domain.runs.reading import OnLeave, Subscription
@@ -19,6 +19,6 @@ from domain.runs.store import RunStore
 
 __all__ = [
     "ActiveRun", "OnLeave", "RunManager", "RunObserver", "RunReply", "RunSettings", "RunStore", "Subscription",
-    "ToolCallView", "continue_or_follow", "running_reply", "start_or_find", "start_or_follow",
+    "ToolCallView", "continue_or_follow", "cut_short_message", "running_reply", "start_or_find", "start_or_follow",
     "unfinished_tool_result",
 ]
