@@ -20,6 +20,18 @@ MAX_REASON_CHARS = 1000
 MAX_CALL_ID_CHARS = 128
 
 
+def run_call_id(run_id: str, call_id: str) -> str:
+    """One id for a call a run waits on, for protocols whose answer brings back a single id
+    (the AI SDK's ``approvalId``, AG-UI's interrupt id)."""
+    return f"{run_id}:{call_id}"
+
+
+def split_run_call_id(value: str) -> tuple[str, str] | None:
+    """The run and call ``run_call_id`` made ``value`` of; None for anything else."""
+    run_id, _, call_id = value.partition(":")
+    return (run_id, call_id) if run_id and call_id else None
+
+
 class ApprovalPolicy(msgspec.Struct, frozen=True):
     """The tools that need approval: a set of names, or every tool."""
 

@@ -19,7 +19,7 @@ from tests.fake_openai import FakeOpenAI, Reply, TWO_TASKS_THEN_BOTH_DELETED_IN_
 from tests.test_ai_sdk import require_node_clients
 from tests.test_bad_input import assert_nothing_written
 from transports.ag_ui import EventTranslator
-from transports.sse import data_frames
+from transports.sse_framing import data_frames
 
 NODE_DIR = Path(__file__).parent / "node"
 

@@ -33,15 +33,15 @@ from litestar.openapi.spec import Schema
 from litestar.params import JSONBody
 
 from domain import events
-from domain.approvals import Decision
-from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
+from domain.approvals import Decision, run_call_id, split_run_call_id
+from domain.errors import InvalidInput, NotFound
 from domain.limits import MAX_CLIENT_ID_CHARS, check_text
-from domain.runs import RunManager, Subscription, unfinished_tool_result
-from transports.approval_answers import decide_together
+from domain.runs import RunManager, continue_or_follow, cut_short_message, start_or_follow, unfinished_tool_result
 from transports.event_stream import EventStream
 from transports.http_errors import errors
+from transports.reply_stream import Translated, following
 from transports.route_specs import CHAT_ERRORS, NOT_BLANK, TEXT, event_stream
-from transports.sse import PING, data_frames, following
+from transports.sse_framing import data_frames
 
 PROTOCOL_VERSION = "1.0"
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -329,7 +329,6 @@ class AGUIRunError(_Event, tag="RUN_ERROR"):
 Event = (AGUIRunStarted | AGUITextMessageStart | AGUITextMessageContent | AGUITextMessageEnd | AGUIToolCallStart
          | AGUIToolCallArgs | AGUIToolCallEnd | AGUIToolCallResult | AGUIRunFinished | AGUIRunError)
 _encode = msgspec.json.Encoder().encode
-INTERRUPTED = "The server restarted; the reply was cut short."
 TOOL_APPROVAL = "tool_approval"
 
 
@@ -349,14 +348,10 @@ APPROVAL_ANSWER_SCHEMA = {
 }
 
 
-def interrupt_id(run_id: str, call_id: str) -> str:
-    return f"{run_id}:{call_id}"
-
-
 def approval_interrupt(run_id: str, call_id: str, name: str | None = None,
                        arguments: dict[str, Any] | None = None) -> AGUIInterrupt:
     return AGUIInterrupt(
-        id=interrupt_id(run_id, call_id), reason=TOOL_APPROVAL, tool_call_id=call_id,
+        id=run_call_id(run_id, call_id), reason=TOOL_APPROVAL, tool_call_id=call_id,
         message=f"Allow {name}?" if name else None, response_schema=APPROVAL_ANSWER_SCHEMA,
         metadata={"toolName": name, "arguments": arguments} if name else None,
     )
@@ -434,9 +429,9 @@ class EventTranslator:
         if status == "awaiting_approval":
             return self.interrupted(self._interrupts, used)
         if status == "interrupted":
-            return AGUIRunError(message=INTERRUPTED, code="interrupted", usage=used)
+            return AGUIRunError(message=cut_short_message(status) or "", code="interrupted", usage=used)
         error = self._error
-        return AGUIRunError(message=error.message if error else "The reply failed.",
+        return AGUIRunError(message=error.message if error else cut_short_message(status) or "",
                             code=error.code if error else "failed", usage=used)
 
     def interrupted(self, interrupts: list[AGUIInterrupt], usage: list[AGUITokenUsage] | None = None) -> Event:
@@ -469,16 +464,8 @@ class EventTranslator:
                                   tool_call_id=call_id, content=content)
 
 
-async def agui_frames(runs: RunManager, subscription: Subscription, translator: EventTranslator) -> AsyncIterator[bytes]:
-    streamed = runs.observer.streamed
-    async for batch in subscription:
-        if not batch:
-            yield PING
-            continue
-        streamed("ag_ui", len(batch))
-        out = [e for payload in batch for e in translator.translate(events.decode(payload))]
-        if out:
-            yield data_frames(map(_encode, out))
+def agui_framing(translator: EventTranslator) -> Translated:
+    return Translated("ag_ui", translator, _encode)
 
 
 AGUI_STREAM_RESPONSE = {
@@ -506,9 +493,9 @@ def resume_decisions(resume: list[AGUIResumeEntry]) -> tuple[str, list[Decision]
     (the call is rejected)."""
     run_ids, decisions = set(), []
     for n, entry in enumerate(resume):
-        run_id, _, call_id = entry.interrupt_id.partition(":")
-        if not run_id or not call_id:
+        if (ids := split_run_call_id(entry.interrupt_id)) is None:
             raise NotFound("No such interrupt.")
+        run_id, call_id = ids
         if entry.status == "cancelled":
             decisions.append(Decision(call_id, approve=False))
         else:
@@ -554,15 +541,12 @@ class AGUIController(Controller):
             return await resumed(runs, user, data, translator)
         text = newest_user_text(data.messages)
         conversation = await runs.conversation_of_client(user, data.thread_id)
-        try:
-            run = await runs.start(
-                user, text, conversation, client_conversation_id=None if conversation else data.thread_id,
-                client_message_id=send_key(data.thread_id, data.run_id), transport="ag_ui",
-            )
-            subscription = runs.subscribe(run, on_leave="stop")
-        except AlreadyStarted as sent:  # the same run posted again: follow it
-            subscription = await runs.follow(user, sent.run_id)
-        return following(runs, subscription, agui_frames(runs, subscription, translator))
+        # The same run posted again follows that run.
+        subscription = await start_or_follow(
+            runs, user, text, conversation, client_conversation_id=None if conversation else data.thread_id,
+            client_message_id=send_key(data.thread_id, data.run_id), on_leave="stop", transport="ag_ui",
+        )
+        return following(runs, subscription, agui_framing(translator))
 
 
 async def resumed(runs: RunManager, user: str, data: RunAgentInput, translator: EventTranslator) -> EventStream:
@@ -570,20 +554,12 @@ async def resumed(runs: RunManager, user: str, data: RunAgentInput, translator: 
     continuation streamed as this run. Answers sent again (a retried post) follow the
     thread's running reply, if one runs; otherwise they are refused as already decided (409)."""
     run_id, decisions = resume_decisions(data.resume)
-    try:
-        decided = await decide_together(runs, user, run_id, decisions, "ag_ui")
-    except AlreadyDecided:
-        conversation = await runs.conversation_of_client(user, data.thread_id)
-        running = conversation and await runs.running_in(user, conversation)
-        if not running:
-            raise
-        subscription = await runs.follow(user, running)
-        return following(runs, subscription, agui_frames(runs, subscription, translator))
-    if isinstance(decided, list):
-        out = translator.still_waiting(run_id, decided)
+    followed = await continue_or_follow(runs, user, run_id, decisions, data.thread_id, on_leave="stop",
+                                        transport="ag_ui")
+    if isinstance(followed, list):
+        out = translator.still_waiting(run_id, followed)
         return EventStream(_once(data_frames(map(_encode, out))))
-    subscription = runs.subscribe(decided, on_leave="stop")
-    return following(runs, subscription, agui_frames(runs, subscription, translator))
+    return following(runs, subscription=followed, framing=agui_framing(translator))
 
 
 async def _once(frames: bytes) -> AsyncIterator[bytes]:

@@ -35,15 +35,24 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from domain import conversations, events
-from domain.approvals import Decision
-from domain.errors import AlreadyDecided, AlreadyStarted, InvalidInput, NotFound
-from domain.runs import OnLeave, RunManager, Subscription, unfinished_tool_result
+from domain.approvals import Decision, run_call_id, split_run_call_id
+from domain.errors import InvalidInput, NotFound
+from domain.runs import (
+    OnLeave,
+    RunManager,
+    Subscription,
+    continue_or_follow,
+    cut_short_message,
+    running_reply,
+    start_or_follow,
+    unfinished_tool_result,
+)
 from domain.runs.observer import Transport
-from transports.approval_answers import decide_together
 from transports.event_stream import EventStream
 from transports.http_errors import errors
+from transports.reply_stream import Translated, following
 from transports.route_specs import CHAT_ERRORS, FOLLOW_ERRORS, NOT_BLANK, TEXT, event_stream
-from transports.sse import PING, SSE_HEADERS, data_frames, following
+from transports.sse_framing import SSE_HEADERS, data_frames
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -210,7 +219,7 @@ class ChunkTranslator:
                 return [*self._end_text(), UIToolInputAvailable(tool_call_id=call_id, tool_name=name, input=arguments)]
             case events.ApprovalRequest(run_id=run_id, call_id=call_id):
                 self._calls.discard(call_id)  # not cut short: it waits for the user
-                return [UIToolApprovalRequest(approval_id=approval_id(run_id, call_id), tool_call_id=call_id)]
+                return [UIToolApprovalRequest(approval_id=run_call_id(run_id, call_id), tool_call_id=call_id)]
             case events.ToolResult(call_id=call_id, result=result):
                 self._calls.discard(call_id)
                 if call_id in self._denied:
@@ -227,7 +236,7 @@ class ChunkTranslator:
                 if status == "cancelled":
                     return [*out, UIAbort(reason="stopped")]
                 if status == "interrupted":
-                    out.append(UIError(error_text="The server restarted; the reply was cut short."))
+                    out.append(UIError(error_text=cut_short_message(status) or ""))
                 metadata = None if usage is None else {
                     "usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens}
                 }
@@ -247,10 +256,6 @@ class ChunkTranslator:
         return [UITextEnd(id=ended)]
 
 
-def approval_id(run_id: str, call_id: str) -> str:
-    return f"{run_id}:{call_id}"
-
-
 class Reply(NamedTuple):
     """What a send streams: a run followed, read by its translator; no subscription when the
     send recorded approval answers while other calls of the run still wait."""
@@ -263,17 +268,8 @@ def encode_chunks(chunks: list[Chunk]) -> list[bytes]:
     return [_encode(chunk) for chunk in chunks]
 
 
-async def ui_frames(runs: RunManager, subscription: Subscription, translator: ChunkTranslator) -> AsyncIterator[bytes]:
-    streamed = runs.observer.streamed
-    async for batch in subscription:
-        if not batch:
-            yield PING
-            continue
-        streamed("ai_sdk", len(batch))
-        chunks = [chunk for payload in batch for chunk in translator.translate(events.decode(payload))]
-        if chunks:
-            yield data_frames(map(_encode, chunks))
-    yield DONE_FRAME
+def ui_framing(translator: ChunkTranslator) -> Translated:
+    return Translated("ai_sdk", translator, _encode, end=DONE_FRAME)
 
 
 async def _each(frames: list[bytes]) -> AsyncIterator[bytes]:
@@ -308,24 +304,22 @@ async def start_reply(runs: RunManager, user: str, chat_id: str, messages: list[
         return await continue_after_approvals(runs, user, chat_id, messages[-1].id, *answered, on_leave, idle=idle,
                                               transport=transport)
     conversation = await runs.conversation_of_client(user, chat_id)
-    try:
-        if trigger == "regenerate-message":
-            said = conversation and await conversations.last_user_message_id(conversation)
-            if not said:
-                raise NotFound("No such chat.")
-            run = await runs.start(user, "", conversation, again=said, transport=transport)
-        else:
-            message = newest_user_text(messages)
-            text = "".join(part.text or "" for part in message.parts if part.type == "text")
-            run = await runs.start(
-                user, text, conversation, client_conversation_id=None if conversation else chat_id,
-                # A UI message id is unique within its chat: scoped by the chat, it names one send.
-                client_message_id=key if len(key := f"{chat_id}/{message.id}") <= 64 else None,
-                transport=transport,
-            )
-        return Reply(runs.subscribe(run, on_leave=on_leave, idle=idle), ChunkTranslator())
-    except AlreadyStarted as sent:
-        return Reply(await runs.follow(user, sent.run_id, idle=idle), ChunkTranslator())
+    if trigger == "regenerate-message":
+        said = conversation and await conversations.last_user_message_id(conversation)
+        if not said:
+            raise NotFound("No such chat.")
+        subscription = await start_or_follow(runs, user, "", conversation, again=said, on_leave=on_leave, idle=idle,
+                                             transport=transport)
+    else:
+        message = newest_user_text(messages)
+        text = "".join(part.text or "" for part in message.parts if part.type == "text")
+        subscription = await start_or_follow(
+            runs, user, text, conversation, client_conversation_id=None if conversation else chat_id,
+            # A UI message id is unique within its chat: scoped by the chat, it names one send.
+            client_message_id=key if len(key := f"{chat_id}/{message.id}") <= 64 else None,
+            on_leave=on_leave, idle=idle, transport=transport,
+        )
+    return Reply(subscription, ChunkTranslator())
 
 
 def answered_approvals(messages: list[UIMessage]) -> tuple[str, list[Decision]] | None:
@@ -339,9 +333,9 @@ def answered_approvals(messages: list[UIMessage]) -> tuple[str, list[Decision]] 
     for part in answered:
         if part.approval is None or part.approval.approved is None:
             raise InvalidInput("An answered tool approval needs `approval.approved`.", field="messages")
-        run_id, _, call_id = part.approval.id.partition(":")
-        if not run_id or not call_id:
+        if (ids := split_run_call_id(part.approval.id)) is None:
             raise NotFound("No such approval request.")
+        run_id, call_id = ids
         if call_id != part.tool_call_id:
             raise InvalidInput("The approval id names another tool call than its part.", field="messages")
         run_ids.add(run_id)
@@ -358,22 +352,9 @@ async def continue_after_approvals(runs: RunManager, user: str, chat_id: str, me
     message. Answers sent again (a retried request) follow the chat's running reply, if one
     runs; otherwise they are refused as already decided (409)."""
     translator = ChunkTranslator(message_id, frozenset(d.call_id for d in decisions if not d.approve))
-    try:
-        decided = await decide_together(runs, user, run_id, decisions, transport)
-    except AlreadyDecided:
-        if (running := await running_reply(runs, user, chat_id, idle=idle)) is None:
-            raise
-        return Reply(running, translator)
-    if isinstance(decided, list):
-        return Reply(None, translator)
-    return Reply(runs.subscribe(decided, on_leave=on_leave, idle=idle), translator)
-
-
-async def running_reply(runs: RunManager, user: str, chat_id: str, *, idle: bool = True) -> Subscription | None:
-    """The chat's running reply from its start, followed; None when none runs."""
-    conversation = await runs.conversation_of_client(user, chat_id)
-    run_id = conversation and await runs.running_in(user, conversation)
-    return await runs.follow(user, run_id, idle=idle) if run_id else None
+    followed = await continue_or_follow(runs, user, run_id, decisions, chat_id, on_leave=on_leave, idle=idle,
+                                        transport=transport)
+    return Reply(None if isinstance(followed, list) else followed, translator)
 
 
 class AISDKController(Controller):
@@ -396,7 +377,7 @@ class AISDKController(Controller):
         if subscription is None:
             frames = [data_frames(encode_chunks(translator.still_waiting())), DONE_FRAME]
             return EventStream(_each(frames), headers=UI_STREAM_HEADERS)
-        return following(runs, subscription, ui_frames(runs, subscription, translator), UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_framing(translator), UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
@@ -410,4 +391,4 @@ class AISDKController(Controller):
         subscription = await running_reply(runs, user, chat_id)
         if subscription is None:
             return Response(None, status_code=HTTP_204_NO_CONTENT)
-        return following(runs, subscription, ui_frames(runs, subscription, ChunkTranslator()), UI_STREAM_HEADERS)
+        return following(runs, subscription, ui_framing(ChunkTranslator()), UI_STREAM_HEADERS)

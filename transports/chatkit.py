@@ -45,7 +45,7 @@ from domain.conversations import (
 from domain.errors import ChatError, InvalidInput, NotFound
 from domain.events import DoneStatus
 from domain.limits import Limits
-from domain.runs import ActiveRun, RunManager, unfinished_tool_result
+from domain.runs import ActiveRun, RunManager, cut_short_message, unfinished_tool_result
 from transports.chatkit_types import (
     ActionConfig,
     ActiveStatus,
@@ -105,7 +105,8 @@ from transports.chatkit_types import (
 from transports.event_stream import EventStream
 from transports.http_errors import TOKEN_ONLY, errors
 from transports.route_specs import CHAT_ERRORS, event_stream
-from transports.sse import SSE_HEADERS, data_frames
+from transports.reply_stream import Translated, reply_frames
+from transports.sse_framing import SSE_HEADERS, data_frames
 
 log = logging.getLogger(__name__)
 
@@ -392,11 +393,8 @@ class ReplyTranslator:
             out.append(ThreadItemDone(item=AssistantMessageItem(
                 id=self.assistant_id, thread_id=self.thread_id, created_at=self._assistant_at, content=[final],
             )))
-        if status == "failed":
-            out.append(ErrorEvent(code="custom", message="The reply failed.", allow_retry=True))
-        elif status == "interrupted":
-            out.append(ErrorEvent(code="custom", message="The server is restarting; the reply was cut short.",
-                                  allow_retry=True))
+        if (words := cut_short_message(status)) is not None:
+            out.append(ErrorEvent(code="custom", message=words, allow_retry=True))
         self.ended = True
         return out
 
@@ -459,14 +457,10 @@ async def _follow(runs: RunManager, run: ActiveRun, preamble: _Preamble) -> Asyn
             # Titled from the first message: announced at once, so a Stop or a failure keeps it.
             head.append(ThreadUpdated(thread=msgspec.structs.replace(created, title=run.new.title)))
         yield frames(head)
-        translator, streamed = ReplyTranslator(run.conversation_id, run.message_id), runs.observer.streamed
-        async for batch in subscription:
-            streamed("chatkit", len(batch))
-            out: list[StreamEvent] = []
-            for payload in batch:
-                out += translator.translate(events.decode(payload))
-            if out:
-                yield frames(out)
+        framing = Translated("chatkit", ReplyTranslator(run.conversation_id, run.message_id), _encoder.encode)
+        async with contextlib.aclosing(reply_frames(runs, subscription, framing)) as reply:
+            async for framed in reply:
+                yield framed
     finally:
         await subscription.aclose()
 

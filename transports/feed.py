@@ -21,7 +21,7 @@ from domain.runs import RunManager
 from transports.event_stream import EventStream
 from transports.http_errors import errors
 from transports.route_specs import event_stream
-from transports.sse import PING, SSE_HEADERS
+from transports.sse_framing import PING, SSE_HEADERS
 
 FEED_RESPONSE = {
     200: ResponseSpec(

@@ -14,11 +14,11 @@ from piccolo.engine.base import Engine
 
 from domain import conversations, tasks, usage
 from domain.conversations import ApprovalView, ConversationView, MessageView
-from domain.errors import AlreadyStarted, NotFound, RunActive, RunFinished
+from domain.errors import NotFound, RunActive, RunFinished
 from domain.limits import MAX_CONVERSATION_TITLE_CHARS, MAX_TASK_TITLE_CHARS, MAX_USAGE_DAYS, Limits
 from domain.database import answers
 from domain.models import ModelProvider
-from domain.runs import RunManager, RunReply
+from domain.runs import RunManager, RunReply, start_or_find
 from domain.runs.store import now
 from domain.tasks import TaskFilter, TaskView
 from domain.usage import UsageReport
@@ -74,11 +74,10 @@ class ChatController(Controller):
         runs: NamedDependency[RunManager],
         data: JSONBody[ChatRequest],
     ) -> RunReply:
-        try:
-            run = await runs.start(user, data.message, data.conversation_id, again=data.again,
-                                   client_message_id=data.client_message_id, transport="rest")
-        except AlreadyStarted as sent:  # a retried send: the reply it started
-            return await runs.stored_reply(user, sent.run_id)
+        run = await start_or_find(runs, user, data.message, data.conversation_id, again=data.again,
+                                  client_message_id=data.client_message_id, transport="rest")
+        if isinstance(run, str):  # a retried send: the reply it started
+            return await runs.stored_reply(user, run)
         return await runs.reply(run)
 
     @post("/runs/{run_id:str}/cancel", status_code=202, summary="Stop a running reply",

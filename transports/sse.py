@@ -1,13 +1,11 @@
-"""Plain Server-Sent Events: ``POST /chat/stream`` and the resume route.
+"""Plain Server-Sent Events: ``POST /chat/stream``, approvals and the resume route.
 
-Frames are exactly ``data: <json>\\n\\n`` (naive clients split on blank lines), built from the
-bytes the domain encoded once; Litestar's own SSE writer adds CRLFs and fields we do not want.
-The ChatKit transport frames its events the same way (``data_frames``).
+The domain's events go out as they were encoded, ``data: <json>\\n\\n`` (``sse_framing``),
+through the one reply loop (``reply_stream``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
 from typing import Annotated
 
 from litestar import Controller, Response, get, post
@@ -16,12 +14,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from domain.approvals import Decision
-from domain.errors import AlreadyStarted
 from domain.limits import MAX_SEQ
-from domain.runs import RunManager, Subscription
+from domain.runs import RunManager, start_or_follow
 from transports.chat_body import ApprovalDecision, ChatRequest
 from transports.event_stream import EventStream
 from transports.http_errors import errors
+from transports.reply_stream import following
 from transports.route_specs import (
     APPROVAL_RESPONSE,
     CHAT_ERRORS,
@@ -30,50 +28,38 @@ from transports.route_specs import (
     SSE_RESPONSE,
     Waiting,
 )
+from transports.sse_framing import data_frames, id_data_frames
 
 # Litestar leaves a bound of 0 (falsy) out of the document: stated again for it.
 AT_LEAST_0 = {"minimum": 0}
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-PING = b": ping\n\n"
 
 
-def data_frames(batch: Iterable[bytes]) -> bytes:
-    return b"".join(b"data: " + event + b"\n\n" for event in batch)
+class PlainFraming:
+    """The domain's encoded events as they are, one ``data:`` frame each: nothing decoded."""
+
+    __slots__ = ()
+    protocol = "sse"
+    frames = staticmethod(data_frames)
+
+    def close(self) -> bytes:
+        return b""
 
 
-def id_data_frames(batch: list[bytes], first_seq: int) -> bytes:
-    return b"".join(
-        b"id: %d\ndata: " % (first_seq + n) + event + b"\n\n" for n, event in enumerate(batch)
-    )
+class ResumeFraming(PlainFraming):
+    """Each event's frame carries its sequence number as its ``id:``, for ``Last-Event-ID``."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, first_seq: int) -> None:
+        self.seq = first_seq
+
+    def frames(self, batch: list[bytes]) -> bytes:  # type: ignore[override]
+        framed = id_data_frames(batch, self.seq)
+        self.seq += len(batch)
+        return framed
 
 
-def following(runs: RunManager, subscription: Subscription, frames: AsyncIterator[bytes],
-              headers: dict[str, str] = SSE_HEADERS) -> EventStream:
-    """A response streaming ``frames`` read from ``subscription``: however it ends, the
-    subscription is closed (Stop, where leaving means that), and a client that reads nothing
-    for the send timeout is let go."""
-    return EventStream(frames, headers=headers, on_close=subscription.aclose, send_timeout_s=runs.limits.send_timeout_s)
-
-
-async def plain_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
-    streamed = runs.observer.streamed
-    async for batch in subscription:
-        if batch:
-            streamed("sse", len(batch))
-            yield data_frames(batch)
-        else:
-            yield PING
-
-
-async def resume_frames(runs: RunManager, subscription: Subscription) -> AsyncIterator[bytes]:
-    seq, streamed = subscription.first_seq, runs.observer.streamed
-    async for batch in subscription:
-        if batch:
-            streamed("sse", len(batch))
-            yield id_data_frames(batch, seq)
-            seq += len(batch)
-        else:
-            yield PING
+PLAIN = PlainFraming()
 
 
 class SSEController(Controller):
@@ -92,13 +78,12 @@ class SSEController(Controller):
     async def chat_stream(
         self, user: NamedDependency[str], runs: NamedDependency[RunManager], data: JSONBody[ChatRequest],
     ) -> EventStream:
-        try:
-            run = await runs.start(user, data.message, data.conversation_id, again=data.again,
-                                   client_message_id=data.client_message_id, transport="sse")
-            subscription = runs.subscribe(run, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
-        except AlreadyStarted as sent:  # a retried send: its reply from the start
-            subscription = await runs.follow(user, sent.run_id)
-        return following(runs, subscription, plain_frames(runs, subscription))
+        subscription = await start_or_follow(
+            runs, user, data.message, data.conversation_id, again=data.again,
+            client_message_id=data.client_message_id, transport="sse",
+            on_leave="stop" if data.on_disconnect == "cancel" else "continue",
+        )
+        return following(runs, subscription, PLAIN)
 
     @post(
         "/runs/{run_id:str}/approvals",
@@ -118,7 +103,7 @@ class SSEController(Controller):
         if isinstance(decided, list):
             return Response(Waiting(waiting_for=decided), status_code=HTTP_202_ACCEPTED)
         subscription = runs.subscribe(decided, on_leave="stop" if data.on_disconnect == "cancel" else "continue")
-        return following(runs, subscription, plain_frames(runs, subscription))
+        return following(runs, subscription, PLAIN)
 
     @get(
         "/runs/{run_id:str}/events",
@@ -139,4 +124,4 @@ class SSEController(Controller):
     ) -> EventStream:
         start = last_event_id if last_event_id is not None else (after or 0)
         subscription = await runs.follow(user, run_id, start)
-        return following(runs, subscription, resume_frames(runs, subscription))
+        return following(runs, subscription, ResumeFraming(subscription.first_seq))

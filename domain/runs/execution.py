@@ -2,7 +2,8 @@
 
 ``unfinished_tool_result`` is the one rule for a tool call a Stop, a failure or a crash cut
 short; every place that shows or stores such a call (the run's outcome, crash recovery,
-ChatKit's workflow items) asks it.
+each protocol's translator) asks it. ``cut_short_message`` is, likewise, the one wording of a
+reply that failed or was cut short by a restart, for every protocol that says it in words.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ logger = logging.getLogger(__name__)
 def unfinished_tool_result(status: DoneStatus) -> dict[str, str]:
     """The result recorded for a tool call that never returned."""
     return {"error": f"stopped before it finished ({status})"}
+
+
+CUT_SHORT = {
+    "failed": "The reply failed.",
+    "interrupted": "The server restarted; the reply was cut short.",
+}
+
+
+def cut_short_message(status: DoneStatus) -> str | None:
+    """What a client is told of a reply that ended ``status`` without its answer, where its
+    protocol says it in words (a failure without an ``error`` event before, or a restart);
+    None for an ending that needs no words (completed, Stop, waiting for approval)."""
+    return CUT_SHORT.get(status)
 
 
 class ToolCallView(msgspec.Struct, frozen=True):
