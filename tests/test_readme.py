@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -202,7 +203,10 @@ def test_mcp_client_configuration_reaches_the_server(server):
             await session.initialize()
             return [tool.name for tool in (await session.list_tools()).tools]
 
-    assert "add_task" in asyncio.run(tools())
+    # In a thread of its own: Playwright's sync API (the browser test of this module) leaves the
+    # main thread looking as if an event loop ran there, and asyncio.run refuses to start.
+    with ThreadPoolExecutor(1) as pool:
+        assert "add_task" in pool.submit(asyncio.run, tools()).result()
 
 
 def test_search_fork_and_feedback_snippet(server):
