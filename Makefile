@@ -20,7 +20,8 @@ $(NODE_CLIENTS): tests/node/package-lock.json
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; fi
 
 # Tests wait on servers, browsers and Node far more than they compute: four workers keep two
-# cores busy. Each worker has its own PostgreSQL database and Redis database (tests/conftest.py).
+# cores busy (worksteal: a worker that runs dry takes tests queued for another, so the slow ones
+# do not make a tail). Each worker has its own PostgreSQL and Redis database (tests/conftest.py).
 TEST_WORKERS ?= 4
 test: $(BIN)/.installed $(NODE_CLIENTS)
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal

@@ -26,16 +26,15 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
-from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from app.settings import Settings
 from domain.notices import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -205,12 +204,20 @@ class RedisBroker(ListeningBroker):
     kind = "Redis"
 
     def __init__(self, url: str, timeout_s: float, observer: BrokerObserver | None = None):
+        # redis-py is imported here, not at the top: it loads the OpenTelemetry SDK when that is
+        # installed, which a server without REDIS_URL (and without traces) should not pay.
+        from redis.asyncio.connection import parse_url
+
         db = parse_url(url).get("db", 0)
         super().__init__(f"chat:{db}:{CANCEL}", f"chat:{db}:{NOTICES}", timeout_s, observer)
         self._url = url
         self._publisher = self._client()
 
     def _client(self) -> Redis:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         # No retries inside redis-py: the listen loop has its own, and a publish that fails is
         # answered at once by the fallbacks.
         return Redis.from_url(self._url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
