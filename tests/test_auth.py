@@ -206,7 +206,7 @@ def test_refresh_on_unknown_kid_once_the_interval_has_passed(tmp_path, idp, keys
     (claims(ttl_s=-60), "The token has expired."),
     ({k: v for k, v in claims().items() if k != "exp"}, "The token has no expiry (exp)."),
     ({k: v for k, v in claims().items() if k != "sub"}, "The token has no user (sub)."),
-    (claims(nbf=int(time.time()) + 600), "The token is not valid."),
+    (claims(nbf=int(time.time()) + 365 * 86400), "The token is not valid."),  # built at collection: far enough ahead for any run
 ])
 @pytest.mark.parametrize("algorithm", ["RS256", "EdDSA"])
 def test_bad_claims_are_401_with_a_clear_message(client, keys, algorithm, bad_claims, detail):
