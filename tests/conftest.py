@@ -217,6 +217,29 @@ def fetch_rows(database_url: str, sql: str, *args) -> list[tuple]:
     return _run(query())
 
 
+def write_before_migration(database_url: str, migration_id: str, statements: list[str]) -> None:
+    """Migrate a fresh database up to ``migration_id`` and write ``statements`` there: what an
+    older server left behind, for a later migration to take over."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from domain.database import bind, close_database, engine_for
+
+    async def write() -> None:
+        engine = engine_for(database_url)
+        bind(engine)
+        if engine.engine_type == "postgres":
+            await engine.start_connection_pool()
+        try:
+            assert (await run_forwards(app_name="domain", migration_id=migration_id)).success
+            async with engine.transaction():
+                for statement in statements:
+                    await engine.run_ddl(statement)
+        finally:
+            await close_database(engine)
+
+    _run(write())
+
+
 def stored_events(database_url: str, run_id: str) -> list[dict]:
     """A run's events as saved: each row holds consecutive events, one per line."""
     rows = fetch_rows(database_url, "SELECT seq, payload FROM run_event WHERE run = $1 ORDER BY seq", run_id)

@@ -4,7 +4,6 @@ over real HTTP against the real app."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import warnings
 from collections.abc import Iterator
@@ -13,9 +12,14 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from domain.database import bind, close_database, engine_for
 from domain.feedback import MAX_COMMENT_CHARS
-from tests.conftest import LiveServer, auth, count_rows, start_live_server
+from tests.conftest import (
+    LiveServer,
+    auth,
+    count_rows,
+    start_live_server,
+    write_before_migration,
+)
 from tests.test_chatkit import ITEM_PAGE, create, parse_stream, request, strictly_valid
 
 with warnings.catch_warnings():
@@ -195,22 +199,7 @@ def test_ratings_chatkit_stored_before_are_moved_into_the_feedback(settings):
         ),
     ]
 
-    async def write_old_ratings() -> None:
-        from piccolo.apps.migrations.commands.forwards import run_forwards
-
-        engine = engine_for(settings.database)
-        bind(engine)
-        if engine.engine_type == "postgres":
-            await engine.start_connection_pool()
-        try:
-            assert (await run_forwards(app_name="domain", migration_id=before_feedback)).success
-            async with engine.transaction():
-                for row in rows:
-                    await engine.run_ddl(row)
-        finally:
-            await close_database(engine)
-
-    asyncio.run(write_old_ratings())
+    write_before_migration(settings.database, before_feedback, rows)
     live = start_live_server(settings)
     try:
         with httpx.Client(base_url=live.url, timeout=30) as http:

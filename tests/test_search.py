@@ -3,16 +3,14 @@ real HTTP against the real app (uvicorn)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from domain.database import bind, close_database, engine_for
 from domain.search import MAX_QUERY_CHARS
-from tests.conftest import LiveServer, auth, start_live_server
+from tests.conftest import LiveServer, auth, start_live_server, write_before_migration
 from tests.sse import parse_frames
 
 
@@ -188,22 +186,7 @@ def test_messages_written_before_the_index_are_found(settings):
     """The migration that creates the index indexes what the database already held."""
     before_search = "2026-12-10T00:33:00:000000"
 
-    async def write_an_old_conversation() -> None:
-        from piccolo.apps.migrations.commands.forwards import run_forwards
-
-        engine = engine_for(settings.database)
-        bind(engine)
-        if engine.engine_type == "postgres":
-            await engine.start_connection_pool()
-        try:
-            assert (await run_forwards(app_name="domain", migration_id=before_search)).success
-            async with engine.transaction():
-                for row in OLD_ROWS:
-                    await engine.run_ddl(row)
-        finally:
-            await close_database(engine)
-
-    asyncio.run(write_an_old_conversation())
+    write_before_migration(settings.database, before_search, OLD_ROWS)
     live = start_live_server(settings)  # migrates the rest: the search index among them
     try:
         with httpx.Client(base_url=live.url, timeout=30) as http:
